@@ -1,0 +1,75 @@
+"""Opening pika connections: several URLs tried in turn, heartbeats, blocked-connection timeout."""
+
+from __future__ import annotations
+
+import logging
+import random
+import time
+from collections.abc import Sequence
+
+import pika
+import pika.exceptions
+
+from gateway.domain.errors import BrokerUnavailable
+
+log = logging.getLogger("satupintu.broker")
+
+# pika exceptions that mean "the connection or channel is gone; reconnect".
+CONNECTION_ERRORS: tuple[type[BaseException], ...] = (
+    pika.exceptions.AMQPConnectionError,
+    pika.exceptions.AMQPChannelError,
+    pika.exceptions.StreamLostError,
+    pika.exceptions.ConnectionClosedByBroker,
+    pika.exceptions.ChannelClosedByBroker,
+    ConnectionError,
+    OSError,
+)
+
+
+def parameters(url: str, *, name: str) -> pika.URLParameters:
+    params = pika.URLParameters(url)
+    # Heartbeats keep a half-dead TCP connection from hanging a consumer for hours; the
+    # blocked timeout turns a broker's memory alarm into an error instead of a silent stall.
+    params.heartbeat = 30
+    params.blocked_connection_timeout = 60
+    params.connection_attempts = 1
+    params.socket_timeout = 5
+    params.client_properties = {"connection_name": name}
+    return params
+
+
+def connect(urls: Sequence[str], *, name: str) -> pika.BlockingConnection:
+    """Connect to the first URL that answers (in random order, to spread clients over a cluster)."""
+    order = list(urls)
+    random.shuffle(order)
+    last: BaseException | None = None
+    for url in order:
+        try:
+            return pika.BlockingConnection(parameters(url, name=name))
+        except CONNECTION_ERRORS as exc:
+            last = exc
+    raise BrokerUnavailable(f"no RabbitMQ answers at {', '.join(_safe(u) for u in urls)}: {last!r}") from last
+
+
+def connect_with_backoff(urls: Sequence[str], *, name: str, stopping=lambda: False,
+                         max_delay: float = 10.0) -> pika.BlockingConnection | None:
+    """Keep trying to connect, backing off up to ``max_delay``; None if ``stopping()`` turns true."""
+    delay = 0.2
+    while not stopping():
+        try:
+            return connect(urls, name=name)
+        except BrokerUnavailable as exc:
+            log.warning("broker unavailable, retrying in %.1fs: %s", delay, exc)
+            end = time.monotonic() + delay
+            while time.monotonic() < end and not stopping():
+                time.sleep(0.1)
+            delay = min(max_delay, delay * 2)
+    return None
+
+
+def _safe(url: str) -> str:
+    """The URL without its password, for messages and logs."""
+    if "@" in url and "://" in url:
+        scheme, rest = url.split("://", 1)
+        return f"{scheme}://{rest.split('@', 1)[1]}"
+    return url

@@ -1,0 +1,71 @@
+"""The shapes of the messages that cross the broker, built in one place.
+
+Dispatch messages (outbox → ``<ns>.dispatch`` → agency queue) carry one request for one
+agency; status events (worker or gateway → ``<ns>.status`` → tracker) carry what
+happened to it.  Errors cross the broker as data (type, message, agency, attempt).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import os
+import socket
+import uuid
+from typing import Any
+
+from adapters.base import AgencyRequest
+
+ORIGIN = f"{socket.gethostname()}:{os.getpid()}"
+
+# Outcome kinds and the request status each one leads to.
+OUTCOME_STATUS = {
+    "accepted": "accepted",
+    "approved": "approved",
+    "rejected": "rejected",
+    "cancelled": "cancelled",
+}
+
+
+def utcnow() -> str:
+    return dt.datetime.now(dt.timezone.utc).isoformat().replace("+00:00", "Z")
+
+
+def agency_request(body: dict[str, Any], headers: dict[str, Any]) -> AgencyRequest:
+    return AgencyRequest(
+        request_id=body["request_id"], application_id=body["application_id"], service=body["service"],
+        step=body["step"], agency=body["agency"], operation=body["operation"], payload=body.get("payload") or {},
+        attempt=int(headers.get("x-attempt", 1)), reference=body.get("reference"),
+        headers={k: str(v) for k, v in {
+            "traceparent": headers.get("traceparent"),
+            "X-Satupintu-Application": body["application_id"],
+            "X-Satupintu-Request": body["request_id"],
+        }.items() if v},
+    )
+
+
+def status_event(body: dict[str, Any], *, type: str, status: str | None = None, attempt: int | None = None,
+                 reference: str | None = None, reason: str | None = None, output: dict[str, Any] | None = None,
+                 detail: dict[str, Any] | None = None) -> dict[str, Any]:
+    """A status event about the request in dispatch message ``body``."""
+    return {
+        "event_id": uuid.uuid4().hex,
+        "type": type,
+        "request_id": body["request_id"],
+        "application_id": body["application_id"],
+        "service": body["service"],
+        "step": body["step"],
+        "agency": body["agency"],
+        "status": status,
+        "attempt": attempt,
+        "reference": reference,
+        "reason": reason,
+        "output": output,
+        "detail": detail or {},
+        "origin": ORIGIN,
+        "occurred_at": utcnow(),
+    }
+
+
+def status_key(event: dict[str, Any]) -> str:
+    """Routing key on ``<ns>.status``: ``<service>.<agency>.<status or type>``."""
+    return f"{event['service']}.{event['agency']}.{event.get('status') or event['type']}"

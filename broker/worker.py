@@ -1,0 +1,249 @@
+"""The worker: agency queue → adapter → status event, then ack.  Holds no database.
+
+One pika connection, used only by the thread that runs ``run()``.  Agency calls run in a
+thread pool so one process keeps many slow calls in flight; their results come back to
+the connection thread with ``add_callback_threadsafe``, which publishes the outcome with
+a publisher confirm and only then acks the delivery.  A crash anywhere before the ack
+redelivers the message, and the agency sees the same request id again (idempotent).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+import time
+import uuid
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+from adapters.base import Adapter, Outcome, OutcomeKind
+from adapters.registry import adapter_class
+from gateway.catalog import Agency, Catalog
+from gateway.domain.errors import AgencyError, BrokerUnavailable, PublishNotConfirmed, UnsupportedOperation
+
+from . import messages
+from .connection import CONNECTION_ERRORS, connect_with_backoff
+from .publisher import Publisher
+from .retry import RetryPlan
+from .topology import Names, declare_for
+
+log = logging.getLogger("satupintu.worker")
+
+
+class Worker:
+    """Consumes the queues of ``agencies`` (all of the catalog's by default)."""
+
+    def __init__(self, catalog: Catalog, *, amqp_urls: tuple[str, ...], namespace: str,
+                 agencies: list[str] | None = None):
+        self.catalog = catalog
+        self.urls = amqp_urls
+        self.names = Names(namespace)
+        self.agencies: dict[str, Agency] = {a: catalog.agencies[a] for a in (agencies or catalog.agencies)}
+        self.adapters: dict[str, Adapter] = {}
+        self.plans = {a.id: RetryPlan.for_agency(a) for a in self.agencies.values()}
+        self.stopping = threading.Event()
+        self._pool: ThreadPoolExecutor | None = None
+        self._in_flight = 0
+        self._lock = threading.Lock()
+
+    # --- lifecycle -------------------------------------------------------------------
+
+    def start(self) -> None:
+        for agency in self.agencies.values():
+            self.adapters[agency.id] = adapter_class(agency.adapter, file=agency.file)(agency)
+        size = sum(a.concurrency for a in self.agencies.values())
+        self._pool = ThreadPoolExecutor(max_workers=size, thread_name_prefix="agency-call")
+
+    def run(self) -> None:
+        """Consume until ``stop()``; reconnects after broker restarts."""
+        if self._pool is None:
+            self.start()
+        while not self.stopping.is_set():
+            connection = connect_with_backoff(self.urls, name="satupintu-worker", stopping=self.stopping.is_set)
+            if connection is None:
+                break
+            try:
+                self._consume(connection)
+            except CONNECTION_ERRORS + (BrokerUnavailable, PublishNotConfirmed) as exc:
+                log.warning("worker lost the broker: %r; reconnecting", exc)
+            finally:
+                try:
+                    if connection.is_open:
+                        connection.close()
+                except Exception:  # noqa: BLE001 - closing a broken connection may raise anything
+                    pass
+        self._drain_pool()
+
+    def stop(self) -> None:
+        self.stopping.set()
+
+    def kill(self) -> None:
+        self.stopping.set()
+        if self._pool:
+            self._pool.shutdown(wait=False, cancel_futures=True)
+
+    def _drain_pool(self) -> None:
+        if self._pool:
+            self._pool.shutdown(wait=True, cancel_futures=True)
+        for adapter in self.adapters.values():
+            try:
+                adapter.close()
+            except Exception:  # noqa: BLE001 - close() must never raise, but be sure
+                log.exception("adapter close failed")
+
+    # --- consuming -------------------------------------------------------------------
+
+    def _consume(self, connection) -> None:  # noqa: ANN001
+        publish_channel = connection.channel()
+        declare_for(publish_channel, self.names, self.agencies.values())
+        publisher = Publisher(publish_channel)
+        consumers = []
+        for agency in self.agencies.values():
+            channel = connection.channel()
+            # Prefetch bounds the calls in flight to this agency: the concurrency limit.
+            channel.basic_qos(prefetch_count=agency.concurrency)
+            tag = channel.basic_consume(
+                self.names.agency_queue(agency.id),
+                lambda ch, method, props, body: self._on_message(connection, publisher, ch, method, props, body))
+            consumers.append((channel, tag))
+        log.info("worker consuming %s", ", ".join(self.agencies))
+        while not self.stopping.is_set():
+            connection.process_data_events(time_limit=0.5)
+        # Graceful stop: no new deliveries; let the calls in flight finish and be acked.
+        for channel, tag in consumers:
+            channel.basic_cancel(tag)
+        deadline = time.monotonic() + 30
+        while self._in_flight and time.monotonic() < deadline:
+            connection.process_data_events(time_limit=0.2)
+
+    def _on_message(self, connection, publisher: Publisher, channel, method, props, raw: bytes) -> None:  # noqa: ANN001
+        try:
+            body = json.loads(raw)
+            agency = self.agencies[body["agency"]]
+            request = messages.agency_request(body, props.headers or {})
+        except (ValueError, KeyError, TypeError) as exc:
+            # Not a message we can ever process: straight to the dead letters.
+            log.error("unreadable message on %s: %r", method.routing_key, exc)
+            channel.basic_reject(method.delivery_tag, requeue=False)
+            return
+        headers = dict(props.headers or {})
+        kind = body.get("kind", "send")
+        if kind == "send":
+            event = messages.status_event(body, type="attempt", status="sent", attempt=request.attempt,
+                                          detail={"redelivered": bool(method.redelivered)})
+            publisher.publish(self.names.status, messages.status_key(event), event)
+        with self._lock:
+            self._in_flight += 1
+        adapter = self.adapters[agency.id]
+
+        def call() -> None:
+            outcome = self._call(adapter, agency, kind, request, redelivered=bool(method.redelivered))
+            connection.add_callback_threadsafe(
+                lambda: self._finish(publisher, channel, method.delivery_tag, agency, kind, body, headers,
+                                     request.attempt, outcome))
+
+        assert self._pool is not None
+        self._pool.submit(call)
+
+    def _call(self, adapter: Adapter, agency: Agency, kind: str, request, *, redelivered: bool) -> Outcome | str:  # noqa: ANN001
+        """Run the adapter; never raises.  Returns an Outcome, or "unsupported"."""
+        try:
+            if kind == "poll":
+                return adapter.poll(request)
+            if kind == "cancel":
+                return adapter.cancel(request)
+            if agency.lookup_before_resend and (request.attempt > 1 or redelivered):
+                # Ask "did it go through?" before filing again at an agency that cannot dedupe.
+                found = adapter.lookup(request)
+                if found is not None:
+                    return found
+            return adapter.send(request)
+        except UnsupportedOperation:
+            return "unsupported"
+        except AgencyError as exc:
+            return Outcome.from_error(exc)
+        except Exception as exc:  # noqa: BLE001 - an adapter bug must become a recorded failure
+            log.exception("adapter %s raised", agency.adapter)
+            return Outcome(kind=OutcomeKind.TRANSIENT, reason=f"adapter error: {type(exc).__name__}: {exc}")
+
+    # --- outcomes (connection thread) -------------------------------------------------
+
+    def _finish(self, publisher: Publisher, channel, delivery_tag: int, agency: Agency, kind: str,
+                body: dict[str, Any], headers: dict[str, Any], attempt: int, outcome: Outcome | str) -> None:  # noqa: ANN001
+        try:
+            if outcome == "unsupported":
+                event = messages.status_event(body, type=f"{kind}-unsupported", attempt=attempt,
+                                              detail={"note": f"agency {agency.id} cannot {kind}; "
+                                                              "the decision still arrives"})
+                publisher.publish(self.names.status, messages.status_key(event), event)
+            else:
+                assert isinstance(outcome, Outcome)
+                self._route(publisher, agency, kind, body, headers, attempt, outcome)
+            channel.basic_ack(delivery_tag)
+        except CONNECTION_ERRORS as exc:
+            # Not acked: the broker redelivers it; the agency sees the same request id again.
+            log.warning("could not finish %s: %r", body.get("request_id"), exc)
+        except PublishNotConfirmed as exc:
+            log.error("outcome of %s not confirmed: %s; requeueing", body.get("request_id"), exc)
+            try:
+                channel.basic_nack(delivery_tag, requeue=True)
+            except CONNECTION_ERRORS:
+                pass
+        finally:
+            with self._lock:
+                self._in_flight -= 1
+
+    def _route(self, publisher: Publisher, agency: Agency, kind: str, body: dict[str, Any],
+               headers: dict[str, Any], attempt: int, outcome: Outcome) -> None:
+        plan = self.plans[agency.id]
+        if outcome.kind.is_failure:
+            if kind == "cancel":
+                event = messages.status_event(body, type="cancel-failed", attempt=attempt, reason=outcome.reason)
+                publisher.publish(self.names.status, messages.status_key(event), event)
+                return
+            delay = plan.retry_delay(attempt) if outcome.kind is OutcomeKind.TRANSIENT else None
+            if delay is not None:
+                retry_headers = dict(headers, **{"x-attempt": attempt + 1, "x-last-error": outcome.reason or ""})
+                publisher.publish(self.names.retry(delay), agency.id, body, retry_headers)
+                event = messages.status_event(body, type="retry", attempt=attempt, reason=outcome.reason,
+                                              detail={"next_attempt": attempt + 1, "delay_seconds": delay})
+                publisher.publish(self.names.status, messages.status_key(event), event)
+            else:
+                self._dead(publisher, body, headers, attempt, outcome.reason or "failed", raw=outcome.raw)
+            return
+        if kind == "poll" and outcome.kind is OutcomeKind.ACCEPTED:
+            self._schedule_poll(publisher, agency, body, headers, outcome)
+            return
+        status = messages.OUTCOME_STATUS[outcome.kind.value]
+        event = messages.status_event(body, type="poll" if kind == "poll" else "outcome", status=status,
+                                      attempt=attempt, reference=outcome.reference, reason=outcome.reason,
+                                      output=outcome.output)
+        publisher.publish(self.names.status, messages.status_key(event), event)
+        if kind == "send" and outcome.kind is OutcomeKind.ACCEPTED and agency.decisions == "poll":
+            poll_body = dict(body, kind="poll", reference=outcome.reference, message_id=uuid.uuid4().hex)
+            self._schedule_poll(publisher, agency, poll_body, dict(headers, **{"x-poll-started": time.time(),
+                                                                               "x-poll-round": 0}), None)
+
+    def _schedule_poll(self, publisher: Publisher, agency: Agency, body: dict[str, Any], headers: dict[str, Any],
+                       outcome: Outcome | None) -> None:
+        started = float(headers.get("x-poll-started", time.time()))
+        rounds = int(headers.get("x-poll-round", 0))
+        if time.time() - started >= agency.poll_deadline:
+            self._dead(publisher, body, headers, int(headers.get("x-attempt", 1)),
+                       f"no decision within {agency.poll_deadline:g} s")
+            return
+        delay = self.plans[agency.id].poll_delay(rounds)
+        publisher.publish(self.names.retry(delay), agency.id, body,
+                          dict(headers, **{"x-poll-round": rounds + 1, "x-poll-started": started}))
+        if outcome is not None:
+            event = messages.status_event(body, type="poll", detail={"round": rounds + 1, "decision": "pending"})
+            publisher.publish(self.names.status, messages.status_key(event), event)
+
+    def _dead(self, publisher: Publisher, body: dict[str, Any], headers: dict[str, Any], attempt: int,
+              reason: str, *, raw: str | None = None) -> None:
+        dead_headers = dict(headers, **{"x-attempt": attempt, "x-last-error": reason[:2000]})
+        if raw:
+            dead_headers["x-raw-answer"] = raw[:2000]
+        publisher.publish(self.names.dead, body["agency"], body, dead_headers)
+

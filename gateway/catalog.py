@@ -1,0 +1,302 @@
+"""The catalog: agencies and services read from the config folder, validated at start-up.
+
+Every file is checked against its JSON Schema in ``schemas/`` and every problem is
+reported with the file and the field, so a typo stops start-up instead of being ignored.
+String values may use ``${NAME}`` or ``${NAME:-default}`` to read the environment;
+secret fields take ``env:NAME`` or ``file:PATH`` and are resolved only when used.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+from dataclasses import dataclass, field
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import jsonschema
+import yaml
+
+from adapters.registry import adapter_class
+
+from .domain.dag import check_dag
+from .domain.errors import ConfigError
+from .domain.mapping import compile_mapping
+
+_VAR = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
+
+
+def load_schema(name: str) -> dict[str, Any]:
+    """A JSON Schema shipped in the ``schemas`` package."""
+    return json.loads(resources.files("schemas").joinpath(name).read_text(encoding="utf-8"))
+
+
+def interpolate(value: Any, *, file: str) -> Any:
+    """Replace ``${NAME}`` / ``${NAME:-default}`` in every string of ``value``."""
+    if isinstance(value, str):
+        def sub(match: re.Match[str]) -> str:
+            name, default = match.group(1), match.group(2)
+            if name in os.environ:
+                return os.environ[name]
+            if default is None:
+                raise ConfigError(f"environment variable {name} is not set and has no default", file=file)
+            return default
+        return _VAR.sub(sub, value)
+    if isinstance(value, dict):
+        return {k: interpolate(v, file=file) for k, v in value.items()}
+    if isinstance(value, list):
+        return [interpolate(v, file=file) for v in value]
+    return value
+
+
+def resolve_secret(reference: str) -> str:
+    """``env:NAME`` or ``file:PATH`` to the secret itself; anything else is taken literally."""
+    kind, _, rest = reference.partition(":")
+    if kind == "env":
+        try:
+            return os.environ[rest]
+        except KeyError:
+            raise ConfigError(f"secret environment variable {rest} is not set") from None
+    if kind == "file":
+        try:
+            return Path(rest).read_text(encoding="utf-8").strip()
+        except OSError as exc:
+            raise ConfigError(f"cannot read secret file {rest}: {exc.strerror}") from exc
+    return reference
+
+
+def _schema_errors(validator: jsonschema.protocols.Validator, document: Any, *, file: str, prefix: str = "") -> list[str]:
+    problems = []
+    for error in sorted(validator.iter_errors(document), key=lambda e: list(e.absolute_path)):
+        where = ".".join(str(p) for p in error.absolute_path)
+        where = prefix + (("." + where) if where and prefix else where)
+        problems.append(f"{file}: {where or '(top level)'}: {error.message}")
+    return problems
+
+
+@dataclass(frozen=True)
+class Agency:
+    """One agency connection, with defaults filled in."""
+
+    id: str
+    name: str
+    adapter: str
+    endpoint: str
+    file: str
+    decisions: str = "sync"
+    connect_timeout: float = 3.0
+    read_timeout: float = 15.0
+    max_attempts: int = 5
+    retry_delays: tuple[float, ...] = (5, 30, 120, 600)
+    failure_threshold: int = 5
+    reset_after: float = 30.0
+    concurrency: int = 8
+    rate_per_second: float | None = None
+    auth: dict[str, Any] = field(default_factory=lambda: {"type": "none"})
+    callback_secret_ref: str | None = None
+    poll_interval: float = 5.0
+    poll_backoff: float = 2.0
+    poll_max_interval: float = 300.0
+    poll_deadline: float = 86400.0
+    statuses: dict[str, str] = field(default_factory=dict)
+    idempotency_header: str = "Idempotency-Key"
+    lookup_before_resend: bool = False
+    xroad: dict[str, Any] | None = None
+    options: dict[str, Any] = field(default_factory=dict)
+    operations: dict[str, dict[str, Any]] = field(default_factory=dict)
+
+    def callback_secret(self) -> str:
+        if not self.callback_secret_ref:
+            raise ConfigError("agency has no callback secret", file=self.file, field="callback.secret")
+        return resolve_secret(self.callback_secret_ref)
+
+    @classmethod
+    def from_document(cls, doc: dict[str, Any], *, file: str) -> "Agency":
+        timeouts, retry = doc.get("timeouts", {}), doc.get("retry", {})
+        breaker, limits, poll = doc.get("circuit_breaker", {}), doc.get("limits", {}), doc.get("poll", {})
+        idem = doc.get("idempotency", {})
+        return cls(
+            id=doc["id"], name=doc["name"], adapter=doc["adapter"], endpoint=doc["endpoint"].rstrip("/"),
+            file=file, decisions=doc.get("decisions", "sync"),
+            connect_timeout=float(timeouts.get("connect", 3.0)), read_timeout=float(timeouts.get("read", 15.0)),
+            max_attempts=int(retry.get("max_attempts", 5)),
+            retry_delays=tuple(float(d) for d in retry.get("delays", (5, 30, 120, 600))),
+            failure_threshold=int(breaker.get("failure_threshold", 5)),
+            reset_after=float(breaker.get("reset_after", 30.0)),
+            concurrency=int(limits.get("concurrency", 8)), rate_per_second=limits.get("rate_per_second"),
+            auth=doc.get("auth", {"type": "none"}),
+            callback_secret_ref=doc.get("callback", {}).get("secret"),
+            poll_interval=float(poll.get("interval", 5.0)), poll_backoff=float(poll.get("backoff", 2.0)),
+            poll_max_interval=float(poll.get("max_interval", 300.0)),
+            poll_deadline=float(poll.get("deadline", 86400.0)),
+            statuses={str(k): v for k, v in doc.get("statuses", {}).items()},
+            idempotency_header=idem.get("header", "Idempotency-Key"),
+            lookup_before_resend=bool(idem.get("lookup_before_resend", False)),
+            xroad=doc.get("xroad"), options=doc.get("options", {}), operations=doc["operations"],
+        )
+
+
+@dataclass(frozen=True)
+class Step:
+    """One step of a service: an agency operation and how to build its request."""
+
+    name: str
+    agency: str
+    operation: str
+    after: tuple[str, ...]
+    request: dict[str, str]
+    compiled: dict[str, Any] = field(compare=False, repr=False, default_factory=dict)
+    title: str | None = None
+
+
+@dataclass(frozen=True)
+class Service:
+    """One bundled service: its input schema and its steps."""
+
+    id: str
+    title: str
+    version: Any
+    input_schema: dict[str, Any]
+    steps: dict[str, Step]
+    file: str
+    order: tuple[str, ...] = ()
+    sla_hours: float | None = None
+    sla_working_days: float | None = None
+    description: str | None = None
+
+    @property
+    def after(self) -> dict[str, tuple[str, ...]]:
+        return {name: step.after for name, step in self.steps.items()}
+
+    def public(self) -> dict[str, Any]:
+        """The catalog entry as ``GET /v1/services`` shows it."""
+        return {
+            "id": self.id, "title": self.title, "version": self.version, "description": self.description,
+            "input_schema": self.input_schema,
+            "steps": [{"step": s.name, "agency": s.agency, "operation": s.operation, "after": list(s.after),
+                       "title": s.title} for s in (self.steps[n] for n in self.order)],
+        }
+
+
+@dataclass(frozen=True)
+class Catalog:
+    agencies: dict[str, Agency]
+    services: dict[str, Service]
+    folder: str
+
+
+def _read_yaml(path: Path) -> Any:
+    try:
+        with path.open(encoding="utf-8") as fh:
+            return yaml.safe_load(fh)
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"not valid YAML: {exc}", file=str(path)) from exc
+
+
+def load_catalog(folder: str | os.PathLike[str]) -> Catalog:
+    """Read and validate every agency and service under ``folder``.
+
+    All problems of all files are collected and raised together as one ``ConfigError``
+    whose lines each name the file and the field.
+    """
+    root = Path(folder)
+    if not root.is_dir():
+        raise ConfigError(f"catalog folder {root} does not exist")
+    problems: list[str] = []
+    agency_validator = jsonschema.Draft202012Validator(load_schema("agency.schema.json"))
+    service_validator = jsonschema.Draft202012Validator(load_schema("service.schema.json"))
+
+    agencies: dict[str, Agency] = {}
+    for path in sorted((root / "agencies").glob("*.yaml")):
+        file = str(path)
+        try:
+            doc = interpolate(_read_yaml(path), file=file)
+        except ConfigError as exc:
+            problems.append(str(exc))
+            continue
+        errors = _schema_errors(agency_validator, doc, file=file)
+        if errors:
+            problems.extend(errors)
+            continue
+        try:
+            cls = adapter_class(doc["adapter"], file=file)
+        except ConfigError as exc:
+            problems.append(str(exc))
+            continue
+        problems.extend(_schema_errors(jsonschema.Draft202012Validator(cls.options_schema),
+                                       doc.get("options", {}), file=file, prefix="options"))
+        op_validator = jsonschema.Draft202012Validator(cls.operation_schema)
+        for op_name, op in doc["operations"].items():
+            problems.extend(_schema_errors(op_validator, op, file=file, prefix=f"operations.{op_name}"))
+        if doc.get("decisions") == "callback" and "callback" not in doc:
+            problems.append(f"{file}: callback: agencies whose decisions come by callback need callback.secret")
+        if doc["id"] in agencies:
+            problems.append(f"{file}: id: agency {doc['id']!r} is also defined in {agencies[doc['id']].file}")
+            continue
+        agencies[doc["id"]] = Agency.from_document(doc, file=file)
+
+    services: dict[str, Service] = {}
+    for path in sorted((root / "services").glob("*.yaml")):
+        file = str(path)
+        try:
+            service = _load_service(path, service_validator, agencies)
+        except ConfigError as exc:
+            problems.extend(str(exc).splitlines())
+            continue
+        if service.id in services:
+            problems.append(f"{file}: id: service {service.id!r} is also defined in {services[service.id].file}")
+            continue
+        services[service.id] = service
+    if problems:
+        raise ConfigError("the catalog is not valid:\n" + "\n".join("  " + p for p in problems))
+    return Catalog(agencies=agencies, services=services, folder=str(root))
+
+
+def _load_service(path: Path, validator: jsonschema.protocols.Validator, agencies: dict[str, Agency]) -> Service:
+    file = str(path)
+    doc = interpolate(_read_yaml(path), file=file)
+    errors = _schema_errors(validator, doc, file=file)
+    if errors:
+        raise ConfigError("\n".join(errors))
+    problems = []
+    for name, step in doc["steps"].items():
+        agency = agencies.get(step["agency"])
+        if agency is None:
+            problems.append(f"{file}: steps.{name}.agency: unknown agency {step['agency']!r}; "
+                            f"known: {', '.join(sorted(agencies)) or '(none)'}")
+        elif step["operation"] not in agency.operations:
+            problems.append(f"{file}: steps.{name}.operation: agency {agency.id!r} has no operation "
+                            f"{step['operation']!r}; it has: {', '.join(sorted(agency.operations))}")
+    schema_path = (path.parent / doc["input_schema"]).resolve()
+    try:
+        input_schema = json.loads(schema_path.read_text(encoding="utf-8"))
+        jsonschema.Draft202012Validator.check_schema(input_schema)
+    except OSError as exc:
+        problems.append(f"{file}: input_schema: cannot read {schema_path}: {exc.strerror}")
+        input_schema = {}
+    except (ValueError, jsonschema.SchemaError) as exc:
+        problems.append(f"{file}: input_schema: {schema_path} is not a valid JSON Schema: {exc}")
+        input_schema = {}
+    steps = {}
+    for name, step in doc["steps"].items():
+        try:
+            compiled = compile_mapping(step["request"], file=file, field=f"steps.{name}.request")
+        except ConfigError as exc:
+            problems.append(str(exc))
+            compiled = {}
+        steps[name] = Step(name=name, agency=step["agency"], operation=step["operation"],
+                           after=tuple(step.get("after", ())), request=step["request"], compiled=compiled,
+                           title=step.get("title"))
+    try:
+        order = check_dag({n: s.after for n, s in steps.items()}, file=file)
+    except ConfigError as exc:
+        problems.append(str(exc))
+        order = list(steps)
+    if problems:
+        raise ConfigError("\n".join(problems))
+    sla = doc.get("sla", {})
+    return Service(id=doc["id"], title=doc["title"], version=doc["version"], input_schema=input_schema,
+                   steps=steps, file=file, order=tuple(order), sla_hours=sla.get("hours"),
+                   sla_working_days=sla.get("working_days"), description=doc.get("description"))

@@ -1,0 +1,455 @@
+"""The ``satupintu`` command (DESIGN §5).  Exit status: 0 success, 1 failed check, 2 usage error."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import secrets
+import signal
+import socket
+import sys
+import threading
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+from typing import Any
+
+from .domain.errors import SatupintuError
+from .settings import Settings
+
+SANDBOX_AGENCIES = ("company-registry", "municipality", "tax-office", "social-security")
+
+
+def _settings() -> Settings:
+    return Settings.from_env()
+
+
+def _engine(settings: Settings, *, migrated: bool = True):  # noqa: ANN202
+    from .store import make_engine
+    from .store.migrations import require_current
+    engine = make_engine(settings.database_url)
+    if migrated:
+        require_current(engine)
+    return engine
+
+
+def _catalog(settings: Settings):  # noqa: ANN202
+    from .catalog import load_catalog
+    return load_catalog(settings.config_dir)
+
+
+def _run_until_signal(component: Any) -> int:
+    """Run ``component.run()`` in the main thread; SIGTERM/SIGINT call ``component.stop()``."""
+    def on_signal(_signum: int, _frame: Any) -> None:
+        component.stop()
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
+    component.run()
+    return 0
+
+
+# --- roles ----------------------------------------------------------------------------
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    from gunicorn.app.base import BaseApplication
+
+    from .api import create_app
+    from .logs import configure
+    configure("gateway")
+    settings = _settings()
+    flask_app = create_app(settings)
+
+    class Gunicorn(BaseApplication):
+        def load_config(self) -> None:
+            self.cfg.set("bind", settings.bind)
+            # gthread: threads serve slow clients and SSE streams without blocking a process.
+            self.cfg.set("worker_class", "gthread")
+            self.cfg.set("workers", int(os.environ.get("SATUPINTU_WEB_WORKERS", args.workers)))
+            self.cfg.set("threads", int(os.environ.get("SATUPINTU_WEB_THREADS", 8)))
+            self.cfg.set("timeout", 60)
+            self.cfg.set("graceful_timeout", 10)
+            self.cfg.set("accesslog", None)
+
+        def load(self):  # noqa: ANN202
+            return flask_app
+
+    Gunicorn().run()
+    return 0
+
+
+def cmd_relay(_args: argparse.Namespace) -> int:
+    from .logs import configure
+    from .relay import Relay
+    configure("relay")
+    settings = _settings()
+    relay = Relay(_engine(settings), _catalog(settings), amqp_urls=settings.amqp_urls, namespace=settings.namespace)
+    return _run_until_signal(relay)
+
+
+def cmd_worker(args: argparse.Namespace) -> int:
+    from broker.worker import Worker
+
+    from .logs import configure
+    configure("worker")
+    settings = _settings()
+    catalog = _catalog(settings)
+    unknown = [a for a in args.agency or [] if a not in catalog.agencies]
+    if unknown:
+        print(f"unknown agency {unknown[0]!r}; known: {', '.join(sorted(catalog.agencies))}", file=sys.stderr)
+        return 2
+    worker = Worker(catalog, amqp_urls=settings.amqp_urls, namespace=settings.namespace, agencies=args.agency)
+    worker.start()
+    return _run_until_signal(worker)
+
+
+def cmd_tracker(_args: argparse.Namespace) -> int:
+    from .logs import configure
+    from .tracker import Tracker
+    configure("tracker")
+    settings = _settings()
+    tracker = Tracker(_engine(settings), _catalog(settings), amqp_urls=settings.amqp_urls,
+                      namespace=settings.namespace)
+    return _run_until_signal(tracker)
+
+
+def cmd_sandbox(args: argparse.Namespace) -> int:
+    argv = [sys.executable, "-m", "sandbox", *args.sandbox_args]
+    os.execv(argv[0], argv)
+    return 0  # not reached
+
+
+# --- run: the whole system in one process tree -------------------------------------------
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _wait_http(url: str, timeout: float, alive=lambda: True) -> bool:  # noqa: ANN001
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline and alive():
+        try:
+            with urllib.request.urlopen(url, timeout=2) as response:
+                if response.status < 500:
+                    return True
+        except urllib.error.HTTPError as exc:
+            if exc.code < 500:
+                return True
+        except OSError:
+            pass
+        time.sleep(0.2)
+    return False
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from . import clients
+    from .logs import configure
+    from .store import make_engine
+    from .store.migrations import upgrade
+    from .supervisor import Child, Supervisor, child_env, role_argv
+    configure("supervisor")
+    settings = _settings()
+    extra: dict[str, str] = {}
+    host = settings.bind.rsplit(":", 1)[0] or "127.0.0.1"
+    gateway_url = f"http://{host}:{settings.bind.rsplit(':', 1)[1]}"
+    sandbox_child = None
+    if args.demo:
+        ports = {agency: _free_port() for agency in SANDBOX_AGENCIES}
+        secret = secrets.token_hex(16)
+        for agency, port in ports.items():
+            extra[f"SATUPINTU_SANDBOX_{agency.upper().replace('-', '_')}_URL"] = f"http://127.0.0.1:{port}"
+        extra.update(SATUPINTU_MUNICIPALITY_SECRET=secret, SANDBOX_MUNICIPALITY_SECRET=secret,
+                     SANDBOX_MUNICIPALITY_CALLBACK_URL=f"{gateway_url}/v1/agencies/municipality/callbacks")
+        os.environ.update(extra)
+        sandbox_args = [f"--{agency}-port={port}" for agency, port in ports.items()]
+        sandbox_child = Child("sandbox", [sys.executable, "-m", "sandbox", *sandbox_args], child_env(),
+                              stdout=subprocess_devnull())
+    # One machine, one command: bring the store up to date before anything uses it.
+    engine = make_engine(settings.database_url)
+    upgrade(engine)
+    _catalog(settings)  # fail here, with the file and field, rather than in every child
+    env = child_env()
+    children = [Child("gateway", role_argv("serve"), env), Child("relay", role_argv("relay"), env),
+                Child("tracker", role_argv("tracker"), env)]
+    children += [Child(f"worker-{i + 1}", role_argv("worker"), env) for i in range(args.workers)]
+    if sandbox_child:
+        children.insert(0, sandbox_child)
+    supervisor = Supervisor(children)
+    supervisor.start()
+    try:
+        if args.demo:
+            gateway = children[1]
+            if not _wait_http(f"{gateway_url}/healthz", 60, alive=lambda: not supervisor.stopping):
+                print("the gateway did not come up within 60 s", file=sys.stderr)
+                return 1
+            for agency in SANDBOX_AGENCIES:
+                _wait_http(extra[f"SATUPINTU_SANDBOX_{agency.upper().replace('-', '_')}_URL"] + "/_sandbox/stats", 30)
+            with engine.begin() as conn:
+                name = f"demo-{secrets.token_hex(3)}"
+                _client, key = clients.create(conn, name, list(clients.SCOPES))
+            del gateway
+            print(f"Satu Pintu demo at {gateway_url}  (dashboard: {gateway_url}/ops/)", flush=True)
+            print(f"SATUPINTU_API_KEY={key}", flush=True)
+            print(f"Try:  SATUPINTU_API_KEY={key} SATUPINTU_BIND={settings.bind} "
+                  f"satupintu submit examples/business-startup.json --wait", flush=True)
+        supervisor.watch()
+    finally:
+        supervisor.stop()
+    return 0
+
+
+def subprocess_devnull() -> int:
+    import subprocess
+    return subprocess.DEVNULL
+
+
+# --- client commands (talk to the gateway over HTTP) ----------------------------------------
+
+def _api(method: str, path: str, *, body: Any = None, key: str | None = None,
+         headers: dict[str, str] | None = None) -> tuple[int, Any]:
+    settings = _settings()
+    base = os.environ.get("SATUPINTU_URL") or f"http://{settings.bind}"
+    key = key or os.environ.get("SATUPINTU_API_KEY")
+    if not key:
+        raise SatupintuError("set SATUPINTU_API_KEY (the key `satupintu run --demo` or `clients create` printed)")
+    data = json.dumps(body).encode() if body is not None else None
+    request = urllib.request.Request(base + path, data=data, method=method, headers={
+        "Authorization": f"Bearer {key}", "Content-Type": "application/json", **(headers or {})})
+    try:
+        with urllib.request.urlopen(request, timeout=30) as response:
+            return response.status, json.loads(response.read() or b"null")
+    except urllib.error.HTTPError as exc:
+        try:
+            return exc.code, json.loads(exc.read() or b"null")
+        except ValueError:
+            return exc.code, {"detail": exc.reason}
+    except OSError as exc:
+        raise SatupintuError(f"the gateway at {base} does not answer: {exc}") from exc
+
+
+def _progress(done: int, total: int, label: str) -> None:
+    if not sys.stderr.isatty() and total <= 1:
+        return
+    width = 30
+    filled = int(width * done / total) if total else width
+    sys.stderr.write(f"\r[{'#' * filled}{'.' * (width - filled)}] {done}/{total} {label}   ")
+    sys.stderr.flush()
+    if done == total:
+        sys.stderr.write("\n")
+
+
+def cmd_submit(args: argparse.Namespace) -> int:
+    import uuid
+    ids = []
+    for i, path in enumerate(args.files):
+        try:
+            body = json.loads(Path(path).read_text(encoding="utf-8"))
+        except (OSError, ValueError) as exc:
+            print(f"{path}: cannot read a JSON body: {exc}", file=sys.stderr)
+            return 2
+        status, doc = _api("POST", "/v1/applications", body=body, headers={"Idempotency-Key": uuid.uuid4().hex})
+        if status != 202:
+            print(f"{path}: {status} {json.dumps(doc)}", file=sys.stderr)
+            return 1
+        ids.append(doc["id"])
+        if len(args.files) == 1:
+            print(doc["id"])
+        _progress(i + 1, len(args.files), "submitted")
+    if not args.wait:
+        if len(args.files) > 1:
+            print("\n".join(ids))
+        return 0
+    final: dict[str, str] = {}
+    deadline = time.monotonic() + args.timeout
+    while len(final) < len(ids) and time.monotonic() < deadline:
+        for app_id in ids:
+            if app_id in final:
+                continue
+            status, doc = _api("GET", f"/v1/applications/{app_id}")
+            if status == 200 and doc["status"] != "in_progress":
+                final[app_id] = doc["status"]
+        _progress(len(final), len(ids), "decided")
+        if len(final) < len(ids):
+            time.sleep(0.5)
+    for app_id in ids:
+        print(f"{app_id} {final.get(app_id, 'in_progress (timed out waiting)')}")
+    return 0 if all(final.get(a) == "completed" for a in ids) else 1
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    status, doc = _api("GET", f"/v1/applications/{args.id}")
+    if status != 200:
+        print(f"{status} {doc.get('detail') if isinstance(doc, dict) else doc}", file=sys.stderr)
+        return 1
+    print(f"{doc['id']}  {doc['service']}  {doc['status']}  (created {doc['created_at']})")
+    for r in doc["requests"]:
+        print(f"  {r['step']:<20} {r['agency']:<18} {r['status']:<10} attempts={r['attempts']} "
+              f"ref={r['agency_reference'] or '-'} {r['reason'] or ''}")
+    status, hist = _api("GET", f"/v1/applications/{args.id}/history")
+    if status == 200:
+        print("timeline:")
+        for e in hist["events"]:
+            print(f"  {e['occurred_at']}  {e['type']:<12} {e['step'] or '':<16} {e['status'] or '':<10} "
+                  f"{e['cause'] or ''}")
+    return 0
+
+
+# --- operator commands (talk to the store) ----------------------------------------------
+
+def cmd_db_upgrade(_args: argparse.Namespace) -> int:
+    from .store.migrations import LATEST, upgrade
+    applied = upgrade(_engine(_settings(), migrated=False))
+    print(f"applied migrations {', '.join(map(str, applied))}" if applied else f"already at version {LATEST}")
+    return 0
+
+
+def cmd_config_check(_args: argparse.Namespace) -> int:
+    from adapters.registry import adapter_class
+    settings = _settings()
+    try:
+        catalog = _catalog(settings)
+    except SatupintuError as exc:
+        print(exc, file=sys.stderr)
+        return 1
+    problems = 0
+    for agency in catalog.agencies.values():
+        adapter = adapter_class(agency.adapter)(agency)
+        try:
+            found = adapter.check()
+        finally:
+            adapter.close()
+        for problem in found:
+            print(f"{agency.file}: {problem}", file=sys.stderr)
+        problems += len(found)
+        print(f"agency {agency.id}: {agency.adapter}, {len(agency.operations)} operation(s), "
+              f"{'ok' if not found else f'{len(found)} problem(s)'}")
+    for service in catalog.services.values():
+        print(f"service {service.id}: {len(service.steps)} step(s) in order {' -> '.join(service.order)}")
+    return 1 if problems else 0
+
+
+def cmd_clients(args: argparse.Namespace) -> int:
+    from . import clients
+    engine = _engine(_settings())
+    with engine.begin() as conn:
+        if args.clients_command == "create":
+            _client, key = clients.create(conn, args.name, args.scope, args.webhook_url)
+            print(key)
+        elif args.clients_command == "list":
+            for c in clients.list_all(conn):
+                print(f"{c['name']:<24} {' '.join(c['scopes']):<18} {'revoked' if c['revoked_at'] else 'active'}")
+        elif args.clients_command == "revoke":
+            clients.revoke(conn, args.name)
+        elif args.clients_command == "rotate":
+            print(clients.rotate(conn, args.name))
+    return 0
+
+
+def cmd_dead_letters(args: argparse.Namespace) -> int:
+    from . import dead_letters
+    settings = _settings()
+    engine = _engine(settings)
+    if args.dl_command == "list":
+        rows = dead_letters.list_open(engine, agency=args.agency)
+        for d in rows:
+            print(f"{d['id']:>6}  {d['created_at']}  {d['agency']:<18} {d['request_id']}  attempts={d['attempts']}  "
+                  f"{d['reason'][:100]}")
+        if not rows:
+            print("no dead letters")
+        return 0
+    if not (args.id or args.agency or args.all):
+        print("say which: an ID, --agency A, or --all", file=sys.stderr)
+        return 2
+    replayed = dead_letters.replay(engine, _catalog(settings), ids=[args.id] if args.id else None,
+                                   agency=args.agency, cause="satupintu dead-letters replay")
+    print(f"replayed {len(replayed)} dead letter(s)")
+    return 0
+
+
+def cmd_audit_verify(_args: argparse.Namespace) -> int:
+    from .audit import verify
+    broken = verify(_engine(_settings()))
+    if broken:
+        print(f"audit chain broken at event row {broken['id']} of application {broken['application_id']}: "
+              f"{broken['problem']}", file=sys.stderr)
+        return 1
+    print("audit chain intact")
+    return 0
+
+
+# --- the parser -------------------------------------------------------------------------
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="satupintu", description="Satu Pintu: one door to many agencies.")
+    sub = p.add_subparsers(dest="command", required=True)
+    run = sub.add_parser("run", help="everything in one supervised process tree")
+    run.add_argument("--demo", action="store_true", help="also the sandbox agencies and a demo client key")
+    run.add_argument("--workers", type=int, default=1, help="worker processes (default 1)")
+    run.set_defaults(func=cmd_run)
+    serve = sub.add_parser("serve", help="the HTTP gateway (gunicorn)")
+    serve.add_argument("--workers", type=int, default=2)
+    serve.set_defaults(func=cmd_serve)
+    sub.add_parser("relay", help="publish the outbox").set_defaults(func=cmd_relay)
+    worker = sub.add_parser("worker", help="call agencies for queued requests")
+    worker.add_argument("--agency", action="append", help="only this agency (repeatable)")
+    worker.set_defaults(func=cmd_worker)
+    sub.add_parser("tracker", help="apply status events").set_defaults(func=cmd_tracker)
+    sandbox = sub.add_parser("sandbox", help="the sandbox agencies (arguments go to `python -m sandbox`)")
+    sandbox.add_argument("sandbox_args", nargs=argparse.REMAINDER)
+    sandbox.set_defaults(func=cmd_sandbox)
+    submit = sub.add_parser("submit", help="submit request bodies from files")
+    submit.add_argument("files", nargs="+", metavar="FILE")
+    submit.add_argument("--wait", action="store_true", help="wait until each is decided")
+    submit.add_argument("--timeout", type=float, default=300)
+    submit.set_defaults(func=cmd_submit)
+    status = sub.add_parser("status", help="an application and its timeline")
+    status.add_argument("id")
+    status.set_defaults(func=cmd_status)
+    dl = sub.add_parser("dead-letters", help="list or replay dead letters")
+    dl_sub = dl.add_subparsers(dest="dl_command", required=True)
+    dl_list = dl_sub.add_parser("list")
+    dl_list.add_argument("--agency")
+    dl_replay = dl_sub.add_parser("replay")
+    dl_replay.add_argument("id", nargs="?", type=int)
+    dl_replay.add_argument("--agency")
+    dl_replay.add_argument("--all", action="store_true")
+    dl.set_defaults(func=cmd_dead_letters)
+    cl = sub.add_parser("clients", help="API clients (front offices)")
+    cl_sub = cl.add_subparsers(dest="clients_command", required=True)
+    create = cl_sub.add_parser("create")
+    create.add_argument("name")
+    create.add_argument("--scope", action="append", required=True, choices=["submit", "read", "ops"])
+    create.add_argument("--webhook-url")
+    cl_sub.add_parser("list")
+    for name in ("revoke", "rotate"):
+        cl_sub.add_parser(name).add_argument("name")
+    cl.set_defaults(func=cmd_clients)
+    audit = sub.add_parser("audit", help="the tamper-evident event log")
+    audit.add_argument("audit_command", choices=["verify"])
+    audit.set_defaults(func=cmd_audit_verify)
+    config = sub.add_parser("config", help="the catalog")
+    config.add_argument("config_command", choices=["check"])
+    config.set_defaults(func=cmd_config_check)
+    db = sub.add_parser("db", help="the store")
+    db.add_argument("db_command", choices=["upgrade"])
+    db.set_defaults(func=cmd_db_upgrade)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except SatupintuError as exc:
+        print(f"satupintu: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    threading.current_thread().name = "main"
+    sys.exit(main())

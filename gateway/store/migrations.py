@@ -1,0 +1,63 @@
+"""Versioned schema migrations: ``satupintu db upgrade`` applies the missing ones in order.
+
+Each migration is a function of an open transaction.  The schema is never created
+implicitly at start-up: a process that finds the store behind refuses to start and says
+which command to run.  Migrations stay compatible one version back (add, then use, then
+drop), so old and new processes can run side by side during an upgrade.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Callable
+
+from sqlalchemy import Connection, Engine, inspect, insert, select
+
+from ..domain.errors import StoreError
+from . import tables
+
+
+def _initial(conn: Connection) -> None:
+    for table in (tables.clients, tables.applications, tables.requests, tables.outbox, tables.events,
+                  tables.dead_letters, tables.callback_signatures):
+        table.create(conn)
+
+
+MIGRATIONS: list[tuple[int, str, Callable[[Connection], None]]] = [
+    (1, "clients, applications, requests, outbox, events, dead letters, callback signatures", _initial),
+]
+
+LATEST = MIGRATIONS[-1][0]
+
+
+def current_version(engine: Engine) -> int:
+    with engine.connect().execution_options(readonly=True) as conn:
+        if not inspect(conn).has_table("schema_version"):
+            return 0
+        return conn.execute(select(tables.schema_version.c.version).order_by(
+            tables.schema_version.c.version.desc()).limit(1)).scalar() or 0
+
+
+def upgrade(engine: Engine) -> list[int]:
+    """Apply every migration not applied yet; returns the versions applied."""
+    applied = []
+    with engine.begin() as conn:
+        if not inspect(conn).has_table("schema_version"):
+            tables.schema_version.create(conn)
+        done = set(conn.execute(select(tables.schema_version.c.version)).scalars())
+        for version, description, migrate in MIGRATIONS:
+            if version in done:
+                continue
+            migrate(conn)
+            conn.execute(insert(tables.schema_version).values(
+                version=version, description=description, applied_at=dt.datetime.now(dt.timezone.utc)))
+            applied.append(version)
+    return applied
+
+
+def require_current(engine: Engine) -> None:
+    """Refuse to run against a store that is not migrated to this code's version."""
+    version = current_version(engine)
+    if version < LATEST:
+        raise StoreError(f"the store is at schema version {version}, this code needs {LATEST}: "
+                         f"run `satupintu db upgrade`")

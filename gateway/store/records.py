@@ -1,0 +1,194 @@
+"""Reads and writes of the store, as small functions over an open connection.
+
+Callers own the transaction (``with engine.begin() as conn``), so one request or one
+batch of events is applied all-or-nothing.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import json
+import uuid
+from collections.abc import Iterable
+from typing import Any
+
+from sqlalchemy import Connection, and_, func, insert, or_, select, update
+
+from . import tables as t
+
+GENESIS = "0" * 64
+
+
+def now() -> dt.datetime:
+    return dt.datetime.now(dt.timezone.utc)
+
+
+def iso(value: dt.datetime | None) -> str | None:
+    """ISO 8601 in UTC; SQLite hands back naive datetimes, which are UTC by construction."""
+    if value is None:
+        return None
+    if value.tzinfo is None:
+        value = value.replace(tzinfo=dt.timezone.utc)
+    return value.astimezone(dt.timezone.utc).isoformat().replace("+00:00", "Z")
+
+
+def new_id(prefix: str) -> str:
+    return f"{prefix}_{uuid.uuid4().hex}"
+
+
+def canonical(value: Any) -> str:
+    return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False, default=str)
+
+
+# --- applications and requests -----------------------------------------------------------
+
+def application_row(conn: Connection, application_id: str, *, client_id: str | None = None,
+                    lock: bool = False) -> Any:
+    query = select(t.applications).where(t.applications.c.id == application_id)
+    if client_id is not None:
+        query = query.where(t.applications.c.client_id == client_id)
+    if lock:
+        query = query.with_for_update()
+    return conn.execute(query).first()
+
+
+def request_rows(conn: Connection, application_id: str) -> list[Any]:
+    return list(conn.execute(select(t.requests).where(t.requests.c.application_id == application_id)
+                             .order_by(t.requests.c.step)))
+
+
+def application_document(app: Any, requests: Iterable[Any], *, order: Iterable[str] = ()) -> dict[str, Any]:
+    """The application document of DESIGN §3."""
+    rank = {step: i for i, step in enumerate(order)}
+    items = sorted(requests, key=lambda r: (rank.get(r.step, len(rank)), r.step))
+    overdue = bool(app.due_at is not None and app.status == "in_progress"
+                   and (app.due_at if app.due_at.tzinfo else app.due_at.replace(tzinfo=dt.timezone.utc)) < now())
+    return {
+        "id": app.id,
+        "service": app.service,
+        "status": app.status,
+        "reference": app.reference,
+        "created_at": iso(app.created_at),
+        "updated_at": iso(app.updated_at),
+        "due_at": iso(app.due_at),
+        "overdue": overdue,
+        "requests": [
+            {
+                "step": r.step,
+                "agency": r.agency,
+                "request_id": r.id,
+                "status": r.status,
+                "agency_reference": r.agency_reference,
+                "reason": r.reason,
+                "attempts": r.attempts,
+                "updated_at": iso(r.updated_at),
+            }
+            for r in items
+        ],
+    }
+
+
+def list_applications(conn: Connection, client_id: str, *, status: str | None, service: str | None,
+                      after: tuple[str, str] | None, limit: int) -> list[Any]:
+    """The client's applications, newest first; ``after`` is the (created_at iso, id) cursor."""
+    query = select(t.applications).where(t.applications.c.client_id == client_id)
+    if status:
+        query = query.where(t.applications.c.status == status)
+    if service:
+        query = query.where(t.applications.c.service == service)
+    if after:
+        created = dt.datetime.fromisoformat(after[0].replace("Z", "+00:00"))
+        if conn.dialect.name == "sqlite":
+            created = created.replace(tzinfo=None)
+        query = query.where(or_(t.applications.c.created_at < created,
+                                and_(t.applications.c.created_at == created, t.applications.c.id < after[1])))
+    query = query.order_by(t.applications.c.created_at.desc(), t.applications.c.id.desc()).limit(limit)
+    return list(conn.execute(query))
+
+
+# --- events (the history, hash-chained per application) ----------------------------------
+
+def add_event(conn: Connection, *, application_id: str, type: str, event_id: str | None = None,
+              request_id: str | None = None, step: str | None = None, status: str | None = None,
+              detail: dict[str, Any] | None = None, cause: str | None = None,
+              occurred_at: dt.datetime | None = None) -> bool:
+    """Append one event to the application's history; False if ``event_id`` was seen before.
+
+    Each row holds the hash of the application's previous row, so editing or deleting a
+    row breaks the chain (``satupintu audit verify``).  The caller holds the application
+    row lock, which serialises the chain.
+    """
+    event_id = event_id or uuid.uuid4().hex
+    if conn.execute(select(t.events.c.id).where(t.events.c.event_id == event_id)).first():
+        return False
+    prev = conn.execute(select(t.events.c.hash).where(t.events.c.application_id == application_id)
+                        .order_by(t.events.c.id.desc()).limit(1)).scalar() or GENESIS
+    occurred_at = occurred_at or now()
+    row = {
+        "event_id": event_id, "application_id": application_id, "request_id": request_id, "step": step,
+        "type": type, "status": status, "detail": detail or {}, "cause": cause,
+    }
+    digest = event_hash(prev, row, occurred_at)
+    conn.execute(insert(t.events).values(**row, occurred_at=occurred_at, recorded_at=now(),
+                                         prev_hash=prev, hash=digest))
+    return True
+
+
+def event_hash(prev: str, row: dict[str, Any], occurred_at: dt.datetime) -> str:
+    fields = {k: row[k] for k in ("event_id", "application_id", "request_id", "step", "type", "status",
+                                  "detail", "cause")}
+    fields["occurred_at"] = iso(occurred_at)
+    return hashlib.sha256((prev + canonical(fields)).encode()).hexdigest()
+
+
+def history(conn: Connection, application_id: str, *, after_id: int = 0) -> list[dict[str, Any]]:
+    rows = conn.execute(select(t.events).where(t.events.c.application_id == application_id,
+                                               t.events.c.id > after_id).order_by(t.events.c.id))
+    return [event_document(r) for r in rows]
+
+
+def event_document(r: Any) -> dict[str, Any]:
+    return {
+        "id": r.id, "type": r.type, "step": r.step, "request_id": r.request_id, "status": r.status,
+        "cause": r.cause, "detail": r.detail, "occurred_at": iso(r.occurred_at), "recorded_at": iso(r.recorded_at),
+    }
+
+
+# --- outbox ------------------------------------------------------------------------------
+
+def enqueue(conn: Connection, *, exchange: str, routing_key: str, body: dict[str, Any],
+            headers: dict[str, Any]) -> None:
+    conn.execute(insert(t.outbox).values(exchange=exchange, routing_key=routing_key, body=body,
+                                         headers=headers, created_at=now()))
+
+
+def claim_outbox(conn: Connection, *, limit: int, lease: dt.timedelta) -> list[Any]:
+    """Claim up to ``limit`` unsent rows for ``lease``; rows of a crashed relay come back.
+
+    On PostgreSQL ``FOR UPDATE SKIP LOCKED`` keeps concurrent relays off each other's rows.
+    """
+    moment = now()
+    ids = list(conn.execute(
+        select(t.outbox.c.id)
+        .where(t.outbox.c.sent_at.is_(None),
+               or_(t.outbox.c.claimed_until.is_(None), t.outbox.c.claimed_until < moment))
+        .order_by(t.outbox.c.id).limit(limit).with_for_update(skip_locked=True)).scalars())
+    if not ids:
+        return []
+    conn.execute(update(t.outbox).where(t.outbox.c.id.in_(ids)).values(claimed_until=moment + lease))
+    return list(conn.execute(select(t.outbox).where(t.outbox.c.id.in_(ids)).order_by(t.outbox.c.id)))
+
+
+def mark_sent(conn: Connection, ids: list[int]) -> None:
+    if ids:
+        conn.execute(update(t.outbox).where(t.outbox.c.id.in_(ids)).values(sent_at=now()))
+
+
+def oldest_unsent_age(conn: Connection) -> float:
+    oldest = conn.execute(select(func.min(t.outbox.c.created_at)).where(t.outbox.c.sent_at.is_(None))).scalar()
+    if oldest is None:
+        return 0.0
+    if oldest.tzinfo is None:
+        oldest = oldest.replace(tzinfo=dt.timezone.utc)
+    return max(0.0, (now() - oldest).total_seconds())

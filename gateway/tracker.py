@@ -1,0 +1,214 @@
+"""The tracker: the one writer of request state after submission.
+
+Every change (worker outcome, agency callback, poll result, dead letter) arrives as an
+event and is applied in one transaction that locks the application row, through the
+domain's monotonic state machine: a duplicate or late event never moves a request
+backwards.  Then the DAG releases the steps that can run now and the combined status is
+settled.  Several trackers may run side by side.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+import time
+from typing import Any
+
+from sqlalchemy import Connection, Engine, insert, select, update
+from sqlalchemy.exc import OperationalError
+
+from broker.connection import CONNECTION_ERRORS, connect_with_backoff
+from broker.topology import Names, declare_for
+
+from .catalog import Catalog, Service
+from .domain.errors import BrokerUnavailable
+from .domain.status import ApplicationStatus, RequestStatus, can_transition, combined_status
+from .store import records
+from .store import tables as t
+from .workflow import release_ready_steps
+
+log = logging.getLogger("satupintu.tracker")
+
+# Event types that carry a new request status in ``status``.
+_STATUS_EVENTS = {"attempt", "outcome", "poll", "callback", "failed"}
+
+
+def settle(conn: Connection, service: Service, app: Any, requests: list[Any], *, cause: str) -> str:
+    """Recompute the combined status and record it when it changed; returns it."""
+    combined = combined_status((RequestStatus(r.status) for r in requests), cancelled=bool(app.cancel_requested))
+    if combined.value != app.status:
+        conn.execute(update(t.applications).where(t.applications.c.id == app.id)
+                     .values(status=combined.value, updated_at=records.now()))
+        records.add_event(conn, application_id=app.id, type="application", status=combined.value, cause=cause)
+    else:
+        conn.execute(update(t.applications).where(t.applications.c.id == app.id).values(updated_at=records.now()))
+    return combined.value
+
+
+def apply_event(conn: Connection, catalog: Catalog, event: dict[str, Any]) -> bool:
+    """Apply one status event; returns False when it changed nothing (duplicate, unknown, late)."""
+    app = records.application_row(conn, event["application_id"], lock=True)
+    if app is None:
+        log.warning("event %s for unknown application %s", event.get("event_id"), event["application_id"])
+        return False
+    if conn.execute(select(t.events.c.id).where(t.events.c.event_id == event["event_id"])).first():
+        return False  # a redelivered event: applied before
+    request = conn.execute(select(t.requests).where(t.requests.c.id == event["request_id"])).first()
+    if request is None or request.application_id != app.id:
+        log.warning("event %s for unknown request %s", event["event_id"], event["request_id"])
+        return False
+    kind = event["type"]
+    current = RequestStatus(request.status)
+    new = RequestStatus(event["status"]) if kind in _STATUS_EVENTS and event.get("status") else None
+    changed = new is not None and can_transition(current, new)
+    detail = dict(event.get("detail") or {})
+    for key in ("attempt", "origin"):
+        if event.get(key) is not None:
+            detail[key] = event[key]
+    if event.get("reason"):
+        detail["reason"] = event["reason"]
+    if event.get("reference"):
+        detail["reference"] = event["reference"]
+    if new is not None and not changed:
+        detail["ignored"] = f"request is already {current.value}"
+    values: dict[str, Any] = {}
+    attempt = event.get("attempt")
+    if kind == "attempt" and attempt and attempt > request.attempts:
+        values["attempts"] = attempt
+    if changed:
+        values.update(status=new.value, updated_at=records.now())
+        if event.get("reference"):
+            values["agency_reference"] = event["reference"]
+        if event.get("reason") is not None or new.terminal:
+            values["reason"] = event.get("reason")
+        if event.get("output"):
+            values["output"] = event["output"]
+    if values:
+        conn.execute(update(t.requests).where(t.requests.c.id == request.id).values(**values))
+    records.add_event(conn, event_id=event["event_id"], application_id=app.id, request_id=request.id,
+                      step=request.step, type=kind, status=new.value if changed else None, detail=detail,
+                      cause=event.get("cause") or f"{kind} from {event.get('origin') or 'agency'}",
+                      occurred_at=_parse_time(event.get("occurred_at")))
+    if not changed:
+        return False
+    service = catalog.services[app.service]
+    requests = release_ready_steps(conn, service, app, records.request_rows(conn, app.id),
+                                   cause=f"{request.step} {new.value}")
+    settle(conn, service, app, requests, cause=f"{request.step} {new.value}")
+    return True
+
+
+def record_dead_letter(conn: Connection, catalog: Catalog, body: dict[str, Any], headers: dict[str, Any],
+                       message_id: str) -> None:
+    """Keep a dead-lettered dispatch message for operators and fail its request."""
+    if conn.execute(select(t.dead_letters.c.id).where(t.dead_letters.c.message_id == message_id)).first():
+        return
+    reason = headers.get("x-last-error")
+    deaths = headers.get("x-death") or []
+    if not reason and deaths:
+        death = deaths[0]
+        reason = (f"dead-lettered by RabbitMQ ({death.get('reason')}) from {death.get('queue')}: "
+                  "the message crashed or was rejected by workers repeatedly")
+    reason = reason or "dead-lettered"
+    if isinstance(reason, bytes):
+        reason = reason.decode(errors="replace")
+    attempts = int(headers.get("x-attempt", 1))
+    conn.execute(insert(t.dead_letters).values(
+        message_id=message_id, request_id=body.get("request_id", ""), application_id=body.get("application_id", ""),
+        agency=body.get("agency", ""), reason=reason, attempts=attempts, body=body, created_at=records.now()))
+    if body.get("kind", "send") == "cancel" or "request_id" not in body:
+        return
+    event = {
+        "event_id": f"dead-{message_id}", "type": "failed", "status": RequestStatus.FAILED.value,
+        "request_id": body["request_id"], "application_id": body["application_id"], "attempt": attempts,
+        "reason": reason, "detail": {"dead_letter": True, "raw_answer": headers.get("x-raw-answer")},
+        "cause": "dead letter", "occurred_at": None,
+    }
+    apply_event(conn, catalog, event)
+
+
+def _parse_time(value: str | None):  # noqa: ANN202
+    import datetime as dt
+    if not value:
+        return None
+    try:
+        return dt.datetime.fromisoformat(value.replace("Z", "+00:00"))
+    except ValueError:
+        return None
+
+
+class Tracker:
+    """Consumes ``<ns>.tracker`` (status events) and ``<ns>.dead`` (dead letters)."""
+
+    def __init__(self, engine: Engine, catalog: Catalog, *, amqp_urls: tuple[str, ...], namespace: str,
+                 prefetch: int = 200):
+        self.engine = engine
+        self.catalog = catalog
+        self.urls = amqp_urls
+        self.names = Names(namespace)
+        self.prefetch = prefetch
+        self.stopping = threading.Event()
+
+    def stop(self) -> None:
+        self.stopping.set()
+
+    def run(self) -> None:
+        while not self.stopping.is_set():
+            connection = connect_with_backoff(self.urls, name="satupintu-tracker", stopping=self.stopping.is_set)
+            if connection is None:
+                return
+            try:
+                channel = connection.channel()
+                declare_for(channel, self.names, self.catalog.agencies.values())
+                channel.basic_qos(prefetch_count=self.prefetch)
+                channel.basic_consume(self.names.tracker, self._on_status)
+                channel.basic_consume(self.names.dead, self._on_dead)
+                while not self.stopping.is_set():
+                    connection.process_data_events(time_limit=0.5)
+            except CONNECTION_ERRORS + (BrokerUnavailable,) as exc:
+                log.warning("tracker lost the broker: %r; reconnecting", exc)
+            finally:
+                try:
+                    if connection.is_open:
+                        connection.close()
+                except Exception:  # noqa: BLE001
+                    pass
+
+    def _on_status(self, channel, method, props, raw: bytes) -> None:  # noqa: ANN001
+        try:
+            event = json.loads(raw)
+            event["event_id"], event["application_id"], event["request_id"], event["type"]  # noqa: B018
+        except (ValueError, KeyError, TypeError) as exc:
+            log.error("unreadable status event dropped: %r (%r)", raw[:200], exc)
+            channel.basic_reject(method.delivery_tag, requeue=False)
+            return
+        self._in_transaction(channel, method, lambda conn: apply_event(conn, self.catalog, event))
+
+    def _on_dead(self, channel, method, props, raw: bytes) -> None:  # noqa: ANN001
+        try:
+            body = json.loads(raw)
+            if not isinstance(body, dict):
+                raise ValueError("not an object")
+        except ValueError:
+            body = {"unreadable": raw[:2000].decode(errors="replace")}
+        message_id = props.message_id or body.get("message_id") or records.new_id("dead")
+        headers = dict(props.headers or {})
+        self._in_transaction(channel, method,
+                             lambda conn: record_dead_letter(conn, self.catalog, body, headers, message_id))
+
+    def _in_transaction(self, channel, method, work) -> None:  # noqa: ANN001
+        # The ack follows the commit: a crash in between replays the event, which the
+        # event-id check then ignores.
+        for attempt in range(5):
+            try:
+                with self.engine.begin() as conn:
+                    work(conn)
+                break
+            except OperationalError as exc:  # store busy or briefly away: try again
+                log.warning("store error applying event (attempt %d): %s", attempt + 1, exc)
+                time.sleep(0.2 * (attempt + 1))
+        else:
+            channel.basic_nack(method.delivery_tag, requeue=True)
+            return
+        channel.basic_ack(method.delivery_tag)

@@ -1,0 +1,95 @@
+"""Turning a bundle into agency requests: initial statuses, released steps, dispatch messages.
+
+Used by the gateway at submission and by the tracker when a step's dependencies are
+decided; both call it inside the transaction that changes the requests, so a step is
+queued exactly when its dispatch message is written to the outbox.
+"""
+
+from __future__ import annotations
+
+import secrets
+from typing import Any
+
+from sqlalchemy import Connection, update
+
+from .catalog import Service
+from .domain.dag import advance
+from .domain.errors import MappingError
+from .domain.mapping import apply_mapping
+from .domain.status import RequestStatus
+from .store import records
+from .store import tables as t
+
+DISPATCH = "dispatch"  # exchange name, without the namespace prefix
+
+
+def traceparent(application_id: str) -> str:
+    """A W3C traceparent whose trace id is derived from the application id."""
+    trace_id = application_id.split("_")[-1][:32].ljust(32, "0")
+    return f"00-{trace_id}-{secrets.token_hex(8)}-01"
+
+
+def mapping_context(app: Any, requests: list[Any]) -> dict[str, Any]:
+    return {
+        "data": app.data,
+        "application": {"id": app.id, "service": app.service, "reference": app.reference},
+        "steps": {r.step: {"reference": r.agency_reference, "output": r.output or {}, "status": r.status}
+                  for r in requests},
+    }
+
+
+def dispatch(conn: Connection, *, app: Any, request: Any, kind: str = "send",
+             payload: dict[str, Any] | None = None, reference: str | None = None) -> None:
+    """Write one dispatch message for ``request`` to the outbox."""
+    body = {
+        "message_id": records.new_id("msg"),
+        "kind": kind,
+        "request_id": request.id,
+        "application_id": app.id,
+        "service": app.service,
+        "step": request.step,
+        "agency": request.agency,
+        "operation": request.operation,
+        "payload": payload or {},
+        "reference": reference,
+    }
+    headers = {"application_id": app.id, "request_id": request.id, "traceparent": traceparent(app.id),
+               "x-attempt": 1}
+    records.enqueue(conn, exchange=DISPATCH, routing_key=request.agency, body=body, headers=headers)
+
+
+def release_ready_steps(conn: Connection, service: Service, app: Any, requests: list[Any],
+                        *, cause: str) -> list[Any]:
+    """Queue the pending steps whose dependencies are all approved; skip those that cannot run.
+
+    A step whose request mapping fails (an earlier step's answer lacks a field) fails at
+    once with the reason, rather than sending the agency an incomplete request.
+    Returns the requests re-read after the changes.
+    """
+    while True:
+        statuses = {r.step: RequestStatus(r.status) for r in requests}
+        changes = advance(service.after, statuses)
+        if not changes:
+            return requests
+        by_step = {r.step: r for r in requests}
+        context = mapping_context(app, requests)
+        moment = records.now()
+        for step, new in changes.items():
+            request = by_step[step]
+            reason = None
+            payload = None
+            if new is RequestStatus.QUEUED:
+                try:
+                    payload = apply_mapping(service.steps[step].compiled, context)
+                except MappingError as exc:
+                    new, reason = RequestStatus.FAILED, f"request mapping failed: {exc}"
+            elif new is RequestStatus.SKIPPED:
+                failed_deps = [d for d in service.steps[step].after if statuses[d] is not RequestStatus.APPROVED]
+                reason = f"dependency {', '.join(failed_deps)} did not succeed"
+            conn.execute(update(t.requests).where(t.requests.c.id == request.id)
+                         .values(status=new.value, reason=reason, updated_at=moment))
+            records.add_event(conn, application_id=app.id, request_id=request.id, step=step, type="status",
+                              status=new.value, cause=cause, detail={"reason": reason} if reason else {})
+            if new is RequestStatus.QUEUED:
+                dispatch(conn, app=app, request=request, payload=payload)
+        requests = records.request_rows(conn, app.id)
