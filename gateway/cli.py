@@ -106,12 +106,21 @@ def cmd_worker(args: argparse.Namespace) -> int:
 
 def cmd_tracker(_args: argparse.Namespace) -> int:
     from .logs import configure
+    from .notifier import Notifier
     from .tracker import Tracker
     configure("tracker")
     settings = _settings()
-    tracker = Tracker(_engine(settings), _catalog(settings), amqp_urls=settings.amqp_urls,
-                      namespace=settings.namespace)
-    return _run_until_signal(tracker)
+    engine = _engine(settings)
+    tracker = Tracker(engine, _catalog(settings), amqp_urls=settings.amqp_urls, namespace=settings.namespace)
+    # Webhook deliveries run beside the tracker: same store, no broker.
+    notifier = Notifier(engine)
+    thread = threading.Thread(target=notifier.run, name="notifier", daemon=True)
+    thread.start()
+    try:
+        return _run_until_signal(tracker)
+    finally:
+        notifier.stop()
+        thread.join(15)
 
 
 def cmd_sandbox(args: argparse.Namespace) -> int:

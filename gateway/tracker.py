@@ -21,6 +21,7 @@ from sqlalchemy.exc import OperationalError
 from broker.connection import CONNECTION_ERRORS, connect_with_backoff
 from broker.topology import Names, declare_for
 
+from . import notifier
 from .catalog import Catalog, Service
 from .domain.errors import BrokerUnavailable
 from .domain.status import ApplicationStatus, RequestStatus, can_transition, combined_status
@@ -41,6 +42,7 @@ def settle(conn: Connection, service: Service, app: Any, requests: list[Any], *,
         conn.execute(update(t.applications).where(t.applications.c.id == app.id)
                      .values(status=combined.value, updated_at=records.now()))
         records.add_event(conn, application_id=app.id, type="application", status=combined.value, cause=cause)
+        notifier.enqueue(conn, app, combined.value, cause=cause)
     else:
         conn.execute(update(t.applications).where(t.applications.c.id == app.id).values(updated_at=records.now()))
     return combined.value

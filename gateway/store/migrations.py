@@ -23,8 +23,13 @@ def _initial(conn: Connection) -> None:
         table.create(conn)
 
 
+def _webhooks(conn: Connection) -> None:
+    tables.webhooks.create(conn)
+
+
 MIGRATIONS: list[tuple[int, str, Callable[[Connection], None]]] = [
     (1, "clients, applications, requests, outbox, events, dead letters, callback signatures", _initial),
+    (2, "webhook deliveries", _webhooks),
 ]
 
 LATEST = MIGRATIONS[-1][0]

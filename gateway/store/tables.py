@@ -119,3 +119,19 @@ callback_signatures = Table(
     Column("agency", String(64), nullable=False),
     Column("seen_at", DateTime(timezone=True), nullable=False),
 )
+
+webhooks = Table(
+    "webhooks", metadata,
+    Column("id", Serial, primary_key=True, autoincrement=True),
+    Column("client_id", String(40), ForeignKey("clients.id"), nullable=False),
+    Column("application_id", String(40), ForeignKey("applications.id"), nullable=False),
+    Column("url", String(2000), nullable=False),
+    Column("body", JSON, nullable=False),
+    Column("attempts", Integer, nullable=False, default=0),
+    Column("next_attempt_at", DateTime(timezone=True), nullable=False),
+    Column("claimed_until", DateTime(timezone=True)),
+    Column("delivered_at", DateTime(timezone=True)),
+    Column("last_error", Text),
+    Column("created_at", DateTime(timezone=True), nullable=False),
+    Index("ix_webhooks_due", "delivered_at", "next_attempt_at"),
+)

@@ -1,0 +1,48 @@
+"""Spyne helpers shared by the SOAP agencies: faults, the filing call, WSGI wrapping."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from spyne import Application, Fault
+from spyne.protocol.soap import Soap11
+from spyne.server.wsgi import WsgiApplication
+
+from .agency import Agency
+
+HTTP_503 = "503 Service Unavailable"
+
+
+def client_fault(message: str, code: str = "Client") -> Fault:
+    return Fault(faultcode=code, faultstring=message)
+
+
+def require(**fields: Any) -> None:
+    """Raise a Client fault naming the empty ones among ``fields``."""
+    if any(value is None or str(value).strip() == "" for value in fields.values()):
+        raise client_fault(f"{' and '.join(fields)} are required")
+
+
+def file_once(
+    ctx: Any,
+    agency: Agency,
+    request_id: str,
+    operation: str,
+    process: Callable[[], Any],
+):
+    """Replay, fail (injected, HTTP 503 Server fault) or ``process()`` a SOAP filing call once."""
+    filing = agency.ledger.file(
+        request_id, operation, agency.knobs.get("failure_rate"), process
+    )
+    if filing.failed:
+        ctx.transport.resp_code = HTTP_503
+        raise Fault(faultcode="Server", faultstring="temporarily unavailable")
+    return filing.answer
+
+
+def wsgi_app(service: type, tns: str, name: str) -> WsgiApplication:
+    application = Application(
+        [service], tns=tns, name=name, in_protocol=Soap11(), out_protocol=Soap11()
+    )
+    return WsgiApplication(application)
