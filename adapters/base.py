@@ -60,7 +60,7 @@ class Outcome:
     raw: str | None = None  # the agency's raw answer, kept (masked) for failures
 
     @classmethod
-    def from_error(cls, error: AgencyError) -> "Outcome":
+    def from_error(cls, error: AgencyError) -> Outcome:
         kind = OutcomeKind.TRANSIENT if error.transient else OutcomeKind.PERMANENT
         return cls(kind=kind, reason=str(error), raw=error.raw)
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 import random
 import time
 from collections.abc import Sequence
@@ -30,7 +31,9 @@ def parameters(url: str, *, name: str) -> pika.URLParameters:
     params = pika.URLParameters(url)
     # Heartbeats keep a half-dead TCP connection from hanging a consumer for hours; the
     # blocked timeout turns a broker's memory alarm into an error instead of a silent stall.
-    params.heartbeat = 30
+    # SATUPINTU_AMQP_HEARTBEAT overrides the 30 s heartbeat (tests use 2 s to prove that
+    # long agency calls never starve it: they run off the connection's thread).
+    params.heartbeat = int(os.environ.get("SATUPINTU_AMQP_HEARTBEAT", "30"))
     params.blocked_connection_timeout = 60
     params.connection_attempts = 1
     params.socket_timeout = 5

@@ -27,7 +27,7 @@ OUTCOME_STATUS = {
 
 
 def utcnow() -> str:
-    return dt.datetime.now(dt.timezone.utc).isoformat().replace("+00:00", "Z")
+    return dt.datetime.now(dt.UTC).isoformat().replace("+00:00", "Z")
 
 
 def agency_request(body: dict[str, Any], headers: dict[str, Any]) -> AgencyRequest:

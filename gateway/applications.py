@@ -93,7 +93,9 @@ def submit(engine: Engine, catalog: Catalog, client: Client, body: dict[str, Any
                                       "reference": body.get("reference")})
             requests = release_ready_steps(conn, service, app, records.request_rows(conn, app_id),
                                            cause="submitted")
-            from .tracker import settle  # the combined status may already be final (all skipped)
+            from .tracker import (
+                settle,  # the combined status may already be final (all skipped)
+            )
             settle(conn, service, app, requests, cause="submitted")
             return _document(conn, app_id, catalog), True
     except IntegrityError:

@@ -20,6 +20,7 @@ import jsonschema
 import yaml
 
 from adapters.registry import adapter_class
+from broker.limits import maintenance_problems
 
 from .domain.dag import check_dag
 from .domain.errors import ConfigError
@@ -94,6 +95,8 @@ class Agency:
     reset_after: float = 30.0
     concurrency: int = 8
     rate_per_second: float | None = None
+    # Windows in which the agency must not be called (broker.limits): calls wait them out.
+    maintenance: tuple[dict[str, Any], ...] = ()
     auth: dict[str, Any] = field(default_factory=lambda: {"type": "none"})
     callback_secret_ref: str | None = None
     poll_interval: float = 5.0
@@ -113,7 +116,7 @@ class Agency:
         return resolve_secret(self.callback_secret_ref)
 
     @classmethod
-    def from_document(cls, doc: dict[str, Any], *, file: str) -> "Agency":
+    def from_document(cls, doc: dict[str, Any], *, file: str) -> Agency:
         timeouts, retry = doc.get("timeouts", {}), doc.get("retry", {})
         breaker, limits, poll = doc.get("circuit_breaker", {}), doc.get("limits", {}), doc.get("poll", {})
         idem = doc.get("idempotency", {})
@@ -126,6 +129,7 @@ class Agency:
             failure_threshold=int(breaker.get("failure_threshold", 5)),
             reset_after=float(breaker.get("reset_after", 30.0)),
             concurrency=int(limits.get("concurrency", 8)), rate_per_second=limits.get("rate_per_second"),
+            maintenance=tuple(doc.get("maintenance", ())),
             auth=doc.get("auth", {"type": "none"}),
             callback_secret_ref=doc.get("callback", {}).get("secret"),
             poll_interval=float(poll.get("interval", 5.0)), poll_backoff=float(poll.get("backoff", 2.0)),
@@ -230,6 +234,7 @@ def load_catalog(folder: str | os.PathLike[str]) -> Catalog:
         op_validator = jsonschema.Draft202012Validator(cls.operation_schema)
         for op_name, op in doc["operations"].items():
             problems.extend(_schema_errors(op_validator, op, file=file, prefix=f"operations.{op_name}"))
+        problems.extend(maintenance_problems(doc.get("maintenance", []), file=file))
         if doc.get("decisions") == "callback" and "callback" not in doc:
             problems.append(f"{file}: callback: agencies whose decisions come by callback need callback.secret")
         if doc["id"] in agencies:

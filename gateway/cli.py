@@ -26,7 +26,7 @@ def _settings() -> Settings:
     return Settings.from_env()
 
 
-def _engine(settings: Settings, *, migrated: bool = True):  # noqa: ANN202
+def _engine(settings: Settings, *, migrated: bool = True):
     from .store import make_engine
     from .store.migrations import require_current
     engine = make_engine(settings.database_url)
@@ -35,7 +35,7 @@ def _engine(settings: Settings, *, migrated: bool = True):  # noqa: ANN202
     return engine
 
 
-def _catalog(settings: Settings):  # noqa: ANN202
+def _catalog(settings: Settings):
     from .catalog import load_catalog
     return load_catalog(settings.config_dir)
 
@@ -53,8 +53,18 @@ def _run_until_signal(component: Any) -> int:
 # --- roles ----------------------------------------------------------------------------
 
 def cmd_serve(args: argparse.Namespace) -> int:
+    import atexit
+    import shutil
+    import tempfile
+
     from gunicorn.app.base import BaseApplication
 
+    # Before prometheus-client is imported: the gunicorn workers' counters add up through
+    # files in this folder (multiprocess mode); a folder we made goes when the master exits.
+    if not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        folder, master = tempfile.mkdtemp(prefix="satupintu-metrics-"), os.getpid()
+        os.environ["PROMETHEUS_MULTIPROC_DIR"] = folder
+        atexit.register(lambda: os.getpid() == master and shutil.rmtree(folder, ignore_errors=True))
     from .api import create_app
     from .logs import configure
     configure("gateway")
@@ -72,7 +82,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
             self.cfg.set("graceful_timeout", 10)
             self.cfg.set("accesslog", None)
 
-        def load(self):  # noqa: ANN202
+        def load(self):
             return flask_app
 
     Gunicorn().run()
@@ -83,6 +93,8 @@ def cmd_relay(_args: argparse.Namespace) -> int:
     from .logs import configure
     from .relay import Relay
     configure("relay")
+    from .metrics import expose
+    expose("relay")  # this process's /metrics on SATUPINTU_METRICS_PORT, when set
     settings = _settings()
     relay = Relay(_engine(settings), _catalog(settings), amqp_urls=settings.amqp_urls, namespace=settings.namespace)
     return _run_until_signal(relay)
@@ -93,6 +105,8 @@ def cmd_worker(args: argparse.Namespace) -> int:
 
     from .logs import configure
     configure("worker")
+    from .metrics import expose
+    expose("worker")  # this process's /metrics on SATUPINTU_METRICS_PORT, when set
     settings = _settings()
     catalog = _catalog(settings)
     unknown = [a for a in args.agency or [] if a not in catalog.agencies]
@@ -109,6 +123,8 @@ def cmd_tracker(_args: argparse.Namespace) -> int:
     from .notifier import Notifier
     from .tracker import Tracker
     configure("tracker")
+    from .metrics import expose
+    expose("tracker")  # this process's /metrics on SATUPINTU_METRICS_PORT, when set
     settings = _settings()
     engine = _engine(settings)
     tracker = Tracker(engine, _catalog(settings), amqp_urls=settings.amqp_urls, namespace=settings.namespace)
@@ -137,7 +153,7 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def _wait_http(url: str, timeout: float, alive=lambda: True) -> bool:  # noqa: ANN001
+def _wait_http(url: str, timeout: float, alive=lambda: True) -> bool:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline and alive():
         try:
@@ -306,6 +322,23 @@ def cmd_status(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_top(args: argparse.Namespace) -> int:
+    """A live per-agency table from ``/ops/api/agencies`` (needs an ``ops`` key)."""
+    from .ops.top import render
+    while True:
+        status, doc = _api("GET", "/ops/api/agencies")
+        if status != 200:
+            print(f"{status} {doc.get('detail') if isinstance(doc, dict) else doc}", file=sys.stderr)
+            return 1
+        table = render(doc)
+        if args.once:
+            print(table)
+            return 0
+        sys.stdout.write("\x1b[H\x1b[2J" + table + "\n")
+        sys.stdout.flush()
+        time.sleep(args.interval)
+
+
 # --- operator commands (talk to the store) ----------------------------------------------
 
 def cmd_db_upgrade(_args: argparse.Namespace) -> int:
@@ -417,6 +450,10 @@ def parser() -> argparse.ArgumentParser:
     status = sub.add_parser("status", help="an application and its timeline")
     status.add_argument("id")
     status.set_defaults(func=cmd_status)
+    top = sub.add_parser("top", help="a live per-agency table (needs an ops key)")
+    top.add_argument("--once", action="store_true", help="print the table once and exit")
+    top.add_argument("--interval", type=float, default=2.0, help="seconds between refreshes (default 2)")
+    top.set_defaults(func=cmd_top)
     dl = sub.add_parser("dead-letters", help="list or replay dead letters")
     dl_sub = dl.add_subparsers(dest="dl_command", required=True)
     dl_list = dl_sub.add_parser("list")

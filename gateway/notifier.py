@@ -61,7 +61,7 @@ class Notifier:
             try:
                 if self.deliver_due() == 0:
                     self.stopping.wait(self.idle_wait)
-            except Exception:  # noqa: BLE001 - keep notifying; the row stays due
+            except Exception:
                 log.exception("webhook delivery round failed")
                 self.stopping.wait(2)
 

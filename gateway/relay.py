@@ -19,6 +19,7 @@ from broker.topology import Names, declare_for
 
 from .catalog import Catalog
 from .domain.errors import BrokerUnavailable, PublishNotConfirmed
+from .logs import correlation
 from .store import records
 
 log = logging.getLogger("satupintu.relay")
@@ -64,18 +65,25 @@ class Relay:
 
     def relay_once(self, publisher: Publisher) -> int:
         """Publish one batch; returns how many rows were confirmed and marked sent."""
+        reclaimed: set[int] = set()
         with self.engine.begin() as conn:
-            rows = records.claim_outbox(conn, limit=self.batch, lease=self.lease)
+            rows = records.claim_outbox(conn, limit=self.batch, lease=self.lease, reclaimed=reclaimed)
         if not rows:
             return 0
         sent: list[int] = []
         try:
             for row in rows:
+                headers = row.headers
+                if row.id in reclaimed:
+                    # A relay that died may have published this row already: the worker looks
+                    # the request up at the agency before filing it.
+                    headers = dict(headers or {}, **{"x-maybe-sent": True})
                 try:
-                    publisher.publish(self.names.exchange(row.exchange), row.routing_key, row.body, row.headers)
+                    publisher.publish(self.names.exchange(row.exchange), row.routing_key, row.body, headers)
                 except PublishNotConfirmed as exc:
                     # Unroutable or refused: leave it unsent; the lease brings it back later.
-                    log.error("outbox row %s not confirmed: %s", row.id, exc)
+                    log.error("outbox row %s not confirmed: %s", row.id, exc,
+                              extra=correlation(row.body, row.headers))
                     continue
                 sent.append(row.id)
         finally:

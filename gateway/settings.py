@@ -27,7 +27,7 @@ class Settings:
     max_body_bytes: int = 1_048_576
 
     @classmethod
-    def from_env(cls, env: Mapping[str, str] | None = None) -> "Settings":
+    def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
         env = os.environ if env is None else env
         defaults = cls()
         urls = env.get("SATUPINTU_AMQP_URL")

@@ -42,7 +42,7 @@ class Supervisor:
         self.grace = grace
         self.stopping = False
 
-    def _on_signal(self, signum: int, _frame) -> None:  # noqa: ANN001
+    def _on_signal(self, signum: int, _frame) -> None:
         self.stopping = True
 
     def start(self) -> None:
@@ -51,7 +51,7 @@ class Supervisor:
         for child in self.children:
             child.start()
 
-    def watch(self, until=lambda: False) -> None:  # noqa: ANN001
+    def watch(self, until=lambda: False) -> None:
         """Restart children that die, until a signal arrives or ``until()`` is true."""
         while not self.stopping and not until():
             now = time.monotonic()

@@ -24,7 +24,12 @@ from broker.topology import Names, declare_for
 from . import notifier
 from .catalog import Catalog, Service
 from .domain.errors import BrokerUnavailable
-from .domain.status import ApplicationStatus, RequestStatus, can_transition, combined_status
+from .domain.status import (
+    RequestStatus,
+    can_transition,
+    combined_status,
+)
+from .logs import correlation
 from .store import records
 from .store import tables as t
 from .workflow import release_ready_steps
@@ -52,13 +57,15 @@ def apply_event(conn: Connection, catalog: Catalog, event: dict[str, Any]) -> bo
     """Apply one status event; returns False when it changed nothing (duplicate, unknown, late)."""
     app = records.application_row(conn, event["application_id"], lock=True)
     if app is None:
-        log.warning("event %s for unknown application %s", event.get("event_id"), event["application_id"])
+        log.warning("event %s for unknown application %s", event.get("event_id"), event["application_id"],
+                    extra=correlation(event))
         return False
     if conn.execute(select(t.events.c.id).where(t.events.c.event_id == event["event_id"])).first():
         return False  # a redelivered event: applied before
     request = conn.execute(select(t.requests).where(t.requests.c.id == event["request_id"])).first()
     if request is None or request.application_id != app.id:
-        log.warning("event %s for unknown request %s", event["event_id"], event["request_id"])
+        log.warning("event %s for unknown request %s", event["event_id"], event["request_id"],
+                    extra=correlation(event))
         return False
     kind = event["type"]
     current = RequestStatus(request.status)
@@ -130,7 +137,7 @@ def record_dead_letter(conn: Connection, catalog: Catalog, body: dict[str, Any],
     apply_event(conn, catalog, event)
 
 
-def _parse_time(value: str | None):  # noqa: ANN202
+def _parse_time(value: str | None):
     import datetime as dt
     if not value:
         return None
@@ -177,17 +184,18 @@ class Tracker:
                 except Exception:  # noqa: BLE001
                     pass
 
-    def _on_status(self, channel, method, props, raw: bytes) -> None:  # noqa: ANN001
+    def _on_status(self, channel, method, props, raw: bytes) -> None:
         try:
             event = json.loads(raw)
-            event["event_id"], event["application_id"], event["request_id"], event["type"]  # noqa: B018
+            event["event_id"], event["application_id"], event["request_id"], event["type"]
         except (ValueError, KeyError, TypeError) as exc:
             log.error("unreadable status event dropped: %r (%r)", raw[:200], exc)
             channel.basic_reject(method.delivery_tag, requeue=False)
             return
-        self._in_transaction(channel, method, lambda conn: apply_event(conn, self.catalog, event))
+        self._in_transaction(channel, method, lambda conn: apply_event(conn, self.catalog, event),
+                             ids=correlation(event, props.headers))
 
-    def _on_dead(self, channel, method, props, raw: bytes) -> None:  # noqa: ANN001
+    def _on_dead(self, channel, method, props, raw: bytes) -> None:
         try:
             body = json.loads(raw)
             if not isinstance(body, dict):
@@ -196,10 +204,12 @@ class Tracker:
             body = {"unreadable": raw[:2000].decode(errors="replace")}
         message_id = props.message_id or body.get("message_id") or records.new_id("dead")
         headers = dict(props.headers or {})
+        log.info("dead letter %s received", message_id, extra=correlation(body, headers))
         self._in_transaction(channel, method,
-                             lambda conn: record_dead_letter(conn, self.catalog, body, headers, message_id))
+                             lambda conn: record_dead_letter(conn, self.catalog, body, headers, message_id),
+                             ids=correlation(body, headers))
 
-    def _in_transaction(self, channel, method, work) -> None:  # noqa: ANN001
+    def _in_transaction(self, channel, method, work, ids: dict[str, Any] | None = None) -> None:
         # The ack follows the commit: a crash in between replays the event, which the
         # event-id check then ignores.
         for attempt in range(5):
@@ -208,7 +218,7 @@ class Tracker:
                     work(conn)
                 break
             except OperationalError as exc:  # store busy or briefly away: try again
-                log.warning("store error applying event (attempt %d): %s", attempt + 1, exc)
+                log.warning("store error applying event (attempt %d): %s", attempt + 1, exc, extra=ids or {})
                 time.sleep(0.2 * (attempt + 1))
         else:
             channel.basic_nack(method.delivery_tag, requeue=True)

@@ -39,8 +39,12 @@ def mapping_context(app: Any, requests: list[Any]) -> dict[str, Any]:
 
 
 def dispatch(conn: Connection, *, app: Any, request: Any, kind: str = "send",
-             payload: dict[str, Any] | None = None, reference: str | None = None) -> None:
-    """Write one dispatch message for ``request`` to the outbox."""
+             payload: dict[str, Any] | None = None, reference: str | None = None,
+             maybe_sent: bool = False) -> None:
+    """Write one dispatch message for ``request`` to the outbox.
+
+    ``maybe_sent`` (a replay) tells the worker the agency may have it already: look it up first.
+    """
     body = {
         "message_id": records.new_id("msg"),
         "kind": kind,
@@ -55,6 +59,8 @@ def dispatch(conn: Connection, *, app: Any, request: Any, kind: str = "send",
     }
     headers = {"application_id": app.id, "request_id": request.id, "traceparent": traceparent(app.id),
                "x-attempt": 1}
+    if maybe_sent:
+        headers["x-maybe-sent"] = True
     records.enqueue(conn, exchange=DISPATCH, routing_key=request.agency, body=body, headers=headers)
 
 

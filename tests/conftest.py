@@ -10,45 +10,25 @@ run twice at once on one machine.
 from __future__ import annotations
 
 import os
-import re
 import signal
-import socket
 import subprocess
 import sys
-import time
 import uuid
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import pytest
 import requests
+from support import free_port, wait_until
 
 REPO = Path(__file__).resolve().parents[1]
 SANDBOX_AGENCIES = ("company-registry", "municipality", "tax-office", "social-security")
 AMQP_URL = os.environ.get("SATUPINTU_AMQP_URL", "amqp://guest:guest@127.0.0.1:5672/%2F")
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def sandbox_env_name(agency: str) -> str:
     return f"SATUPINTU_SANDBOX_{agency.upper().replace('-', '_')}_URL"
-
-
-def wait_until(predicate, timeout: float, interval: float = 0.2, message: str = "condition"):  # noqa: ANN001
-    """Poll ``predicate`` until it returns something truthy; fail the test after ``timeout``."""
-    deadline = time.monotonic() + timeout
-    last = None
-    while time.monotonic() < deadline:
-        last = predicate()
-        if last:
-            return last
-        time.sleep(interval)
-    pytest.fail(f"timed out after {timeout} s waiting for {message} (last: {last!r})")
 
 
 # --- store ---------------------------------------------------------------------------
@@ -108,13 +88,13 @@ def env(monkeypatch: pytest.MonkeyPatch, database_url: str, namespace: str, sand
 
 
 @pytest.fixture
-def settings(env: dict[str, str]):  # noqa: ANN201
+def settings(env: dict[str, str]):
     from gateway.settings import Settings
     return Settings.from_env()
 
 
 @pytest.fixture
-def engine(settings):  # noqa: ANN001, ANN201
+def engine(settings):
     from gateway.store import make_engine
     from gateway.store.migrations import upgrade
     engine = make_engine(settings.database_url)
@@ -124,7 +104,7 @@ def engine(settings):  # noqa: ANN001, ANN201
 
 
 @pytest.fixture
-def catalog(settings):  # noqa: ANN001, ANN201
+def catalog(settings):
     from gateway.catalog import load_catalog
     return load_catalog(settings.config_dir)
 
@@ -132,7 +112,7 @@ def catalog(settings):  # noqa: ANN001, ANN201
 # --- the gateway in-process -------------------------------------------------------------
 
 @pytest.fixture
-def app(settings, catalog, engine):  # noqa: ANN001, ANN201
+def app(settings, catalog, engine):
     from gateway.api import create_app
     app = create_app(settings, catalog=catalog, engine=engine)
     app.testing = True
@@ -140,12 +120,12 @@ def app(settings, catalog, engine):  # noqa: ANN001, ANN201
 
 
 @pytest.fixture
-def client(app):  # noqa: ANN001, ANN201
+def client(app):
     return app.test_client()
 
 
 @pytest.fixture
-def make_key(engine):  # noqa: ANN001, ANN201
+def make_key(engine):
     """Create an API client with the given scopes; returns its key."""
     from gateway import clients
 
@@ -158,7 +138,7 @@ def make_key(engine):  # noqa: ANN001, ANN201
 
 
 @pytest.fixture
-def api_key(make_key) -> str:  # noqa: ANN001
+def api_key(make_key) -> str:
     return make_key("submit", "read", "ops")
 
 
@@ -176,7 +156,7 @@ def example() -> dict[str, Any]:
 # --- the real broker --------------------------------------------------------------------
 
 @pytest.fixture
-def broker(settings, catalog):  # noqa: ANN001, ANN201
+def broker(settings, catalog):
     """A real RabbitMQ channel with this test's namespace declared; deleted afterwards."""
     import pika
 
@@ -214,7 +194,7 @@ class Proc:
     log: Path
     process: subprocess.Popen | None = None
 
-    def start(self) -> "Proc":
+    def start(self) -> Proc:
         self.process = subprocess.Popen(self.argv, env=self.env, stdout=self.log.open("ab"),
                                         stderr=subprocess.STDOUT, start_new_session=True)
         return self
@@ -313,7 +293,7 @@ class Stack:
 
 
 @pytest.fixture
-def stack(env: dict[str, str], engine, broker, sandbox, tmp_path: Path):  # noqa: ANN001
+def stack(env: dict[str, str], engine, broker, sandbox, tmp_path: Path):
     """Gateway (gunicorn), relay, tracker and one worker as real processes, on the sandbox."""
     logs = tmp_path / "logs"
     logs.mkdir()
@@ -334,7 +314,7 @@ def stack(env: dict[str, str], engine, broker, sandbox, tmp_path: Path):  # noqa
     s.stop()
 
 
-def pytest_collection_modifyitems(items):  # noqa: ANN001
+def pytest_collection_modifyitems(items):
     for item in items:
         path = str(item.fspath)
         if "/integration/" in path:
@@ -342,5 +322,3 @@ def pytest_collection_modifyitems(items):  # noqa: ANN001
         if "/e2e/" in path:
             item.add_marker("e2e")
 
-
-__all__ = ["free_port", "wait_until", "replace"]

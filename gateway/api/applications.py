@@ -146,7 +146,7 @@ def events(app_id: str) -> Response:
         last = 0
     max_seconds = min(float(request.args.get("timeout", 300) or 300), 3600)
 
-    def stream():  # noqa: ANN202
+    def stream():
         nonlocal last
         deadline = time.monotonic() + max_seconds
         idle = 0.0

@@ -9,6 +9,7 @@ from flask import Blueprint, Response, json
 from sqlalchemy import text
 
 from broker.connection import connect
+
 from ..domain.errors import BrokerUnavailable
 from .context import ctx
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 import datetime as dt
 from collections.abc import Callable
 
-from sqlalchemy import Connection, Engine, inspect, insert, select
+from sqlalchemy import Connection, Engine, insert, inspect, select
 
 from ..domain.errors import StoreError
 from . import tables
@@ -55,7 +55,7 @@ def upgrade(engine: Engine) -> list[int]:
                 continue
             migrate(conn)
             conn.execute(insert(tables.schema_version).values(
-                version=version, description=description, applied_at=dt.datetime.now(dt.timezone.utc)))
+                version=version, description=description, applied_at=dt.datetime.now(dt.UTC)))
             applied.append(version)
     return applied
 

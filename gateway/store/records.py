@@ -21,7 +21,7 @@ GENESIS = "0" * 64
 
 
 def now() -> dt.datetime:
-    return dt.datetime.now(dt.timezone.utc)
+    return dt.datetime.now(dt.UTC)
 
 
 def iso(value: dt.datetime | None) -> str | None:
@@ -29,8 +29,8 @@ def iso(value: dt.datetime | None) -> str | None:
     if value is None:
         return None
     if value.tzinfo is None:
-        value = value.replace(tzinfo=dt.timezone.utc)
-    return value.astimezone(dt.timezone.utc).isoformat().replace("+00:00", "Z")
+        value = value.replace(tzinfo=dt.UTC)
+    return value.astimezone(dt.UTC).isoformat().replace("+00:00", "Z")
 
 
 def new_id(prefix: str) -> str:
@@ -63,7 +63,7 @@ def application_document(app: Any, requests: Iterable[Any], *, order: Iterable[s
     rank = {step: i for i, step in enumerate(order)}
     items = sorted(requests, key=lambda r: (rank.get(r.step, len(rank)), r.step))
     overdue = bool(app.due_at is not None and app.status == "in_progress"
-                   and (app.due_at if app.due_at.tzinfo else app.due_at.replace(tzinfo=dt.timezone.utc)) < now())
+                   and (app.due_at if app.due_at.tzinfo else app.due_at.replace(tzinfo=dt.UTC)) < now())
     return {
         "id": app.id,
         "service": app.service,
@@ -163,19 +163,24 @@ def enqueue(conn: Connection, *, exchange: str, routing_key: str, body: dict[str
                                          headers=headers, created_at=now()))
 
 
-def claim_outbox(conn: Connection, *, limit: int, lease: dt.timedelta) -> list[Any]:
+def claim_outbox(conn: Connection, *, limit: int, lease: dt.timedelta,
+                 reclaimed: set[int] | None = None) -> list[Any]:
     """Claim up to ``limit`` unsent rows for ``lease``; rows of a crashed relay come back.
 
     On PostgreSQL ``FOR UPDATE SKIP LOCKED`` keeps concurrent relays off each other's rows.
+    The ids of rows claimed before (so perhaps published already) are added to ``reclaimed``.
     """
     moment = now()
-    ids = list(conn.execute(
-        select(t.outbox.c.id)
+    claimable = list(conn.execute(
+        select(t.outbox.c.id, t.outbox.c.claimed_until)
         .where(t.outbox.c.sent_at.is_(None),
                or_(t.outbox.c.claimed_until.is_(None), t.outbox.c.claimed_until < moment))
-        .order_by(t.outbox.c.id).limit(limit).with_for_update(skip_locked=True)).scalars())
+        .order_by(t.outbox.c.id).limit(limit).with_for_update(skip_locked=True)))
+    ids = [row.id for row in claimable]
     if not ids:
         return []
+    if reclaimed is not None:
+        reclaimed.update(row.id for row in claimable if row.claimed_until is not None)
     conn.execute(update(t.outbox).where(t.outbox.c.id.in_(ids)).values(claimed_until=moment + lease))
     return list(conn.execute(select(t.outbox).where(t.outbox.c.id.in_(ids)).order_by(t.outbox.c.id)))
 
@@ -190,5 +195,5 @@ def oldest_unsent_age(conn: Connection) -> float:
     if oldest is None:
         return 0.0
     if oldest.tzinfo is None:
-        oldest = oldest.replace(tzinfo=dt.timezone.utc)
+        oldest = oldest.replace(tzinfo=dt.UTC)
     return max(0.0, (now() - oldest).total_seconds())

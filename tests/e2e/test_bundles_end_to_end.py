@@ -4,8 +4,7 @@ import copy
 import uuid
 
 import requests
-
-from conftest import wait_until
+from support import wait_until
 
 TERMINAL = {"completed", "rejected", "failed", "cancelled"}
 
@@ -43,7 +42,7 @@ def test_fifty_bundles_complete_and_each_agency_files_each_request_once(stack, s
         for request in doc["requests"]:
             assert request["status"] == "approved"
             assert request["agency_reference"]
-    for agency in ("company-registry", "municipality"):
+    for agency in ("company-registry", "municipality", "tax-office", "social-security"):
         stats = sandbox.stats(agency)
         assert stats["unique_request_ids"] == 50, stats
         assert stats["duplicates"] == 0, stats
