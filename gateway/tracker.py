@@ -32,7 +32,7 @@ from .domain.status import (
 from .logs import correlation
 from .store import records
 from .store import tables as t
-from .workflow import release_ready_steps
+from .workflow import dispatch, release_ready_steps
 
 log = logging.getLogger("satupintu.tracker")
 
@@ -100,12 +100,31 @@ def apply_event(conn: Connection, catalog: Catalog, event: dict[str, Any]) -> bo
                       cause=event.get("cause") or f"{kind} from {event.get('origin') or 'agency'}",
                       occurred_at=_parse_time(event.get("occurred_at")))
     if not changed:
+        if (current is RequestStatus.CANCELLED and new in (RequestStatus.ACCEPTED, RequestStatus.APPROVED)
+                and event.get("reference") and event["type"] in ("outcome", "callback", "poll")):
+            _compensate(conn, catalog, app, request, event["reference"])
         return False
     service = catalog.services[app.service]
     requests = release_ready_steps(conn, service, app, records.request_rows(conn, app.id),
                                    cause=f"{request.step} {new.value}")
     settle(conn, service, app, requests, cause=f"{request.step} {new.value}")
     return True
+
+
+def _compensate(conn: Connection, catalog: Catalog, app: Any, request: Any, reference: str) -> None:
+    """An agency took a request we had cancelled (its message was already on the way):
+    ask the agency to withdraw it, where the agency supports cancelling."""
+    agency = catalog.agencies.get(request.agency)
+    operation = agency.operations.get(request.operation, {}) if agency else {}
+    if not operation.get("cancel"):
+        records.add_event(conn, application_id=app.id, request_id=request.id, step=request.step,
+                          type="compensation", cause="cancelled before the agency answered",
+                          detail={"note": f"agency {request.agency} cannot cancel; reference {reference} stands"})
+        return
+    dispatch(conn, app=app, request=request, kind="cancel", reference=reference)
+    records.add_event(conn, application_id=app.id, request_id=request.id, step=request.step, type="compensation",
+                      cause="cancelled before the agency answered",
+                      detail={"note": f"asked {request.agency} to cancel {reference}"})
 
 
 def record_dead_letter(conn: Connection, catalog: Catalog, body: dict[str, Any], headers: dict[str, Any],

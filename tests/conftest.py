@@ -88,6 +88,27 @@ def env(monkeypatch: pytest.MonkeyPatch, database_url: str, namespace: str, sand
 
 
 @pytest.fixture
+def config_dir(env: dict[str, str], monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Path:
+    """A private copy of the demo catalog that a test may edit before the stack starts.
+
+    Request it before ``stack``/``catalog`` so that they read the copy."""
+    import shutil
+    folder = tmp_path / "config"
+    shutil.copytree(REPO / "config", folder)
+    env["SATUPINTU_CONFIG"] = str(folder)
+    monkeypatch.setenv("SATUPINTU_CONFIG", str(folder))
+    return folder
+
+
+def edit_yaml(path: Path, change) -> None:  # noqa: ANN001
+    """Load a catalog file, let ``change(document)`` edit it, write it back."""
+    import yaml
+    document = yaml.safe_load(path.read_text())
+    change(document)
+    path.write_text(yaml.safe_dump(document, sort_keys=False))
+
+
+@pytest.fixture
 def settings(env: dict[str, str]):
     from gateway.settings import Settings
     return Settings.from_env()
