@@ -392,6 +392,9 @@ def cmd_clients(args: argparse.Namespace) -> int:
 
 def cmd_dead_letters(args: argparse.Namespace) -> int:
     from . import dead_letters
+    if args.dl_command == "replay" and not (args.id or args.agency or args.all):
+        print("say which: an ID, --agency A, or --all", file=sys.stderr)
+        return 2
     settings = _settings()
     engine = _engine(settings)
     if args.dl_command == "list":
@@ -402,9 +405,6 @@ def cmd_dead_letters(args: argparse.Namespace) -> int:
         if not rows:
             print("no dead letters")
         return 0
-    if not (args.id or args.agency or args.all):
-        print("say which: an ID, --agency A, or --all", file=sys.stderr)
-        return 2
     replayed = dead_letters.replay(engine, _catalog(settings), ids=[args.id] if args.id else None,
                                    agency=args.agency, cause="satupintu dead-letters replay")
     print(f"replayed {len(replayed)} dead letter(s)")
