@@ -231,6 +231,10 @@ def load_catalog(folder: str | os.PathLike[str]) -> Catalog:
             continue
         problems.extend(_schema_errors(jsonschema.Draft202012Validator(cls.options_schema),
                                        doc.get("options", {}), file=file, prefix="options"))
+        if "xroad" in doc:
+            from adapters.xroad import XROAD_SCHEMA
+            problems.extend(_schema_errors(jsonschema.Draft202012Validator(XROAD_SCHEMA), doc["xroad"],
+                                           file=file, prefix="xroad"))
         op_validator = jsonschema.Draft202012Validator(cls.operation_schema)
         for op_name, op in doc["operations"].items():
             problems.extend(_schema_errors(op_validator, op, file=file, prefix=f"operations.{op_name}"))

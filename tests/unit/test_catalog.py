@@ -94,3 +94,10 @@ def test_secrets_come_from_the_environment_or_a_file(tmp_path, monkeypatch):
     assert resolve_secret(f"file:{tmp_path / 'secret'}") == "from-file"
     with pytest.raises(ConfigError, match="SP_TEST_MISSING"):
         resolve_secret("env:SP_TEST_MISSING")
+
+
+def test_a_wrong_xroad_section_is_refused(folder):
+    path = folder / "agencies" / "company-registry.yaml"
+    path.write_text(path.read_text() + "xroad: {client: {instance: EE}, sevrice: {}}\n")
+    with pytest.raises(ConfigError, match=r"company-registry.yaml: xroad"):
+        load_catalog(folder)
