@@ -26,7 +26,7 @@ class RetryPlan:
     polls: tuple[float, ...]
 
     @classmethod
-    def for_agency(cls, agency: Agency) -> "RetryPlan":
+    def for_agency(cls, agency: Agency) -> RetryPlan:
         return cls(max_attempts=agency.max_attempts, delays=agency.retry_delays,
                    polls=tuple(poll_delays(agency)) if agency.decisions == "poll" else ())
 

@@ -4,7 +4,15 @@ One pika connection, used only by the thread that runs ``run()``.  Agency calls 
 thread pool so one process keeps many slow calls in flight; their results come back to
 the connection thread with ``add_callback_threadsafe``, which publishes the outcome with
 a publisher confirm and only then acks the delivery.  A crash anywhere before the ack
-redelivers the message, and the agency sees the same request id again (idempotent).
+redelivers the message, and the agency sees the same request id again (idempotent); where
+the agency is configured for it (``idempotency.lookup_before_resend``) the worker first
+asks whether that request already went through, before every filing: after a broker
+restart a resend cannot be told from a first send (docs/reliability.md).
+
+Before calling, the agency's circuit breaker (``broker.breaker``) and maintenance windows
+(``broker.limits``) may *defer* the message: it is parked in a delay tier, without
+spending an attempt, and comes back through dispatch.  Concurrency and rate limits are
+held around each call by ``broker.limits.AgencyLimits``.
 """
 
 from __future__ import annotations
@@ -14,18 +22,30 @@ import logging
 import threading
 import time
 import uuid
+from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
+import pika.exceptions
+
 from adapters.base import Adapter, Outcome, OutcomeKind
 from adapters.registry import adapter_class
+from gateway import metrics
 from gateway.catalog import Agency, Catalog
-from gateway.domain.errors import AgencyError, BrokerUnavailable, PublishNotConfirmed, UnsupportedOperation
+from gateway.domain.errors import (
+    AgencyError,
+    BrokerUnavailable,
+    PublishNotConfirmed,
+    UnsupportedOperation,
+)
+from gateway.logs import correlation
 
 from . import messages
+from .breaker import breaker_for
 from .connection import CONNECTION_ERRORS, connect_with_backoff
+from .limits import AgencyLimits
 from .publisher import Publisher
-from .retry import RetryPlan
+from .retry import RetryPlan, poll_delays
 from .topology import Names, declare_for
 
 log = logging.getLogger("satupintu.worker")
@@ -42,16 +62,25 @@ class Worker:
         self.agencies: dict[str, Agency] = {a: catalog.agencies[a] for a in (agencies or catalog.agencies)}
         self.adapters: dict[str, Adapter] = {}
         self.plans = {a.id: RetryPlan.for_agency(a) for a in self.agencies.values()}
+        self.limits: dict[str, AgencyLimits] = {}
+        self.breakers = {}
         self.stopping = threading.Event()
         self._pool: ThreadPoolExecutor | None = None
         self._in_flight = 0
         self._lock = threading.Lock()
+        # Request ids being called in this process: a second copy of one request waits for
+        # the first, then looks it up instead of filing it again.
+        self._busy: Counter[str] = Counter()
+        self._busy_done = threading.Condition(self._lock)
+        self.connections = 0
 
     # --- lifecycle -------------------------------------------------------------------
 
     def start(self) -> None:
         for agency in self.agencies.values():
             self.adapters[agency.id] = adapter_class(agency.adapter, file=agency.file)(agency)
+            self.limits[agency.id] = AgencyLimits(agency)
+            self.breakers[agency.id] = breaker_for(agency, snapshot=True)
         size = sum(a.concurrency for a in self.agencies.values())
         self._pool = ThreadPoolExecutor(max_workers=size, thread_name_prefix="agency-call")
 
@@ -63,6 +92,7 @@ class Worker:
             connection = connect_with_backoff(self.urls, name="satupintu-worker", stopping=self.stopping.is_set)
             if connection is None:
                 break
+            self.connections += 1  # more than one means the broker was lost at least once
             try:
                 self._consume(connection)
             except CONNECTION_ERRORS + (BrokerUnavailable, PublishNotConfirmed) as exc:
@@ -89,12 +119,12 @@ class Worker:
         for adapter in self.adapters.values():
             try:
                 adapter.close()
-            except Exception:  # noqa: BLE001 - close() must never raise, but be sure
+            except Exception:
                 log.exception("adapter close failed")
 
     # --- consuming -------------------------------------------------------------------
 
-    def _consume(self, connection) -> None:  # noqa: ANN001
+    def _consume(self, connection) -> None:
         publish_channel = connection.channel()
         declare_for(publish_channel, self.names, self.agencies.values())
         publisher = Publisher(publish_channel)
@@ -109,6 +139,10 @@ class Worker:
             consumers.append((channel, tag))
         log.info("worker consuming %s", ", ".join(self.agencies))
         while not self.stopping.is_set():
+            if not connection.is_open:
+                # Lost inside a callback that had to swallow the error (an ack that could not
+                # be sent); pika would raise ValueError on the next call.  Reconnect instead.
+                raise pika.exceptions.StreamLostError("the connection closed under the worker")
             connection.process_data_events(time_limit=0.5)
         # Graceful stop: no new deliveries; let the calls in flight finish and be acked.
         for channel, tag in consumers:
@@ -117,7 +151,7 @@ class Worker:
         while self._in_flight and time.monotonic() < deadline:
             connection.process_data_events(time_limit=0.2)
 
-    def _on_message(self, connection, publisher: Publisher, channel, method, props, raw: bytes) -> None:  # noqa: ANN001
+    def _on_message(self, connection, publisher: Publisher, channel, method, props, raw: bytes) -> None:
         try:
             body = json.loads(raw)
             agency = self.agencies[body["agency"]]
@@ -127,50 +161,113 @@ class Worker:
             log.error("unreadable message on %s: %r", method.routing_key, exc)
             channel.basic_reject(method.delivery_tag, requeue=False)
             return
-        headers = dict(props.headers or {})
+        # Broker-set headers (delivery count, x-death) belong to this delivery, not to the
+        # messages we publish from it.
+        headers = {k: v for k, v in (props.headers or {}).items()
+                   if k != "x-delivery-count" and not k.startswith(("x-death", "x-first-death", "x-last-death"))}
         kind = body.get("kind", "send")
+        # Sent before, perhaps: redelivered, published twice by a relay, replayed, or back from
+        # a delay tier (``x-death``): dead-lettering is at-least-once, so a broker restart can
+        # leave two copies of a parked message, neither flagged redelivered.
+        maybe_sent = bool(method.redelivered or headers.get("x-maybe-sent") or headers.get("x-death"))
+        breaker = self.breakers[agency.id]
+        wait = self.limits[agency.id].maintenance_remaining()
+        reason = f"maintenance window of {agency.id}" if wait else None
+        if not wait and not breaker.allow():
+            wait, reason = max(breaker.retry_in(), 0.001), f"circuit breaker of {agency.id} is open"
+        if wait:
+            self._defer(publisher, channel, method.delivery_tag, agency, body, headers, wait, reason,
+                        maybe_sent=maybe_sent)
+            return
         if kind == "send":
             event = messages.status_event(body, type="attempt", status="sent", attempt=request.attempt,
                                           detail={"redelivered": bool(method.redelivered)})
-            publisher.publish(self.names.status, messages.status_key(event), event)
+            try:
+                publisher.publish(self.names.status, messages.status_key(event), event)
+            except PublishNotConfirmed:
+                breaker.release()
+                raise
         with self._lock:
             self._in_flight += 1
         adapter = self.adapters[agency.id]
 
         def call() -> None:
-            outcome = self._call(adapter, agency, kind, request, redelivered=bool(method.redelivered))
-            connection.add_callback_threadsafe(
-                lambda: self._finish(publisher, channel, method.delivery_tag, agency, kind, body, headers,
-                                     request.attempt, outcome))
+            outcome = self._guarded_call(adapter, agency, kind, request, maybe_sent=maybe_sent)
+            try:
+                connection.add_callback_threadsafe(
+                    lambda: self._finish(publisher, channel, method.delivery_tag, agency, kind, body, headers,
+                                         request.attempt, outcome))
+            except Exception as exc:  # noqa: BLE001 - the connection is gone: the broker redelivers
+                log.warning("outcome of %s dropped, the connection closed: %r", request.request_id, exc)
+                with self._lock:
+                    self._in_flight -= 1
 
         assert self._pool is not None
         self._pool.submit(call)
 
-    def _call(self, adapter: Adapter, agency: Agency, kind: str, request, *, redelivered: bool) -> Outcome | str:  # noqa: ANN001
-        """Run the adapter; never raises.  Returns an Outcome, or "unsupported"."""
+    def _guarded_call(self, adapter: Adapter, agency: Agency, kind: str, request, *,
+                      maybe_sent: bool) -> Outcome | str:
+        """The call, one at a time per request id, within the agency's limits; feeds the breaker."""
+        with self._lock:
+            while self._busy[request.request_id]:
+                # Another copy of this request is being called right now: wait, then look up.
+                maybe_sent = True
+                self._busy_done.wait()
+            self._busy[request.request_id] += 1
+        breaker = self.breakers[agency.id]
         try:
+            with self.limits[agency.id].slot():
+                started = time.monotonic()
+                outcome = self._call(adapter, agency, kind, request, maybe_sent=maybe_sent)
+                metrics.observe_agency_call(agency.id, request.operation, kind, outcome, time.monotonic() - started,
+                                            {"application_id": request.application_id, "step": request.step,
+                                             "request_id": request.request_id,
+                                             "traceparent": request.headers.get("traceparent")})
+        finally:
+            with self._lock:
+                self._busy[request.request_id] -= 1
+                if not self._busy[request.request_id]:
+                    del self._busy[request.request_id]
+                self._busy_done.notify_all()
+        if isinstance(outcome, Outcome) and outcome.kind is OutcomeKind.TRANSIENT:
+            breaker.record_failure()
+        else:
+            breaker.record_success()
+        return outcome
+
+    def _call(self, adapter: Adapter, agency: Agency, kind: str, request, *, maybe_sent: bool) -> Outcome | str:
+        """Run the adapter; never raises.  Returns an Outcome, or "unsupported"."""
+        pace = self.limits[agency.id].pace
+        try:
+            pace()
             if kind == "poll":
                 return adapter.poll(request)
             if kind == "cancel":
                 return adapter.cancel(request)
-            if agency.lookup_before_resend and (request.attempt > 1 or redelivered):
-                # Ask "did it go through?" before filing again at an agency that cannot dedupe.
+            if agency.lookup_before_resend:
+                # Ask "did it go through?" before *every* filing, not only when the message
+                # says it may have been sent: after a broker restart RabbitMQ hands back
+                # messages given to consumers before it, unflagged and sometimes minutes
+                # later (docs/reliability.md), so a first send and a resend look the same.
                 found = adapter.lookup(request)
                 if found is not None:
                     return found
+                pace()
             return adapter.send(request)
         except UnsupportedOperation:
             return "unsupported"
         except AgencyError as exc:
             return Outcome.from_error(exc)
-        except Exception as exc:  # noqa: BLE001 - an adapter bug must become a recorded failure
-            log.exception("adapter %s raised", agency.adapter)
+        except Exception as exc:
+            log.exception("adapter %s raised", agency.adapter,
+                          extra={"application_id": request.application_id, "request_id": request.request_id,
+                                 "agency": agency.id, "traceparent": request.headers.get("traceparent")})
             return Outcome(kind=OutcomeKind.TRANSIENT, reason=f"adapter error: {type(exc).__name__}: {exc}")
 
     # --- outcomes (connection thread) -------------------------------------------------
 
     def _finish(self, publisher: Publisher, channel, delivery_tag: int, agency: Agency, kind: str,
-                body: dict[str, Any], headers: dict[str, Any], attempt: int, outcome: Outcome | str) -> None:  # noqa: ANN001
+                body: dict[str, Any], headers: dict[str, Any], attempt: int, outcome: Outcome | str) -> None:
         try:
             if outcome == "unsupported":
                 event = messages.status_event(body, type=f"{kind}-unsupported", attempt=attempt,
@@ -183,9 +280,10 @@ class Worker:
             channel.basic_ack(delivery_tag)
         except CONNECTION_ERRORS as exc:
             # Not acked: the broker redelivers it; the agency sees the same request id again.
-            log.warning("could not finish %s: %r", body.get("request_id"), exc)
+            log.warning("could not finish %s: %r", body.get("request_id"), exc, extra=correlation(body, headers))
         except PublishNotConfirmed as exc:
-            log.error("outcome of %s not confirmed: %s; requeueing", body.get("request_id"), exc)
+            log.error("outcome of %s not confirmed: %s; requeueing", body.get("request_id"), exc,
+                      extra=correlation(body, headers))
             try:
                 channel.basic_nack(delivery_tag, requeue=True)
             except CONNECTION_ERRORS:
@@ -206,6 +304,7 @@ class Worker:
             if delay is not None:
                 retry_headers = dict(headers, **{"x-attempt": attempt + 1, "x-last-error": outcome.reason or ""})
                 publisher.publish(self.names.retry(delay), agency.id, body, retry_headers)
+                metrics.RETRIES.labels(agency.id).inc()
                 event = messages.status_event(body, type="retry", attempt=attempt, reason=outcome.reason,
                                               detail={"next_attempt": attempt + 1, "delay_seconds": delay})
                 publisher.publish(self.names.status, messages.status_key(event), event)
@@ -222,7 +321,7 @@ class Worker:
         publisher.publish(self.names.status, messages.status_key(event), event)
         if kind == "send" and outcome.kind is OutcomeKind.ACCEPTED and agency.decisions == "poll":
             poll_body = dict(body, kind="poll", reference=outcome.reference, message_id=uuid.uuid4().hex)
-            self._schedule_poll(publisher, agency, poll_body, dict(headers, **{"x-poll-started": time.time(),
+            self._schedule_poll(publisher, agency, poll_body, dict(headers, **{"x-poll-started": int(time.time()),
                                                                                "x-poll-round": 0}), None)
 
     def _schedule_poll(self, publisher: Publisher, agency: Agency, body: dict[str, Any], headers: dict[str, Any],
@@ -235,10 +334,30 @@ class Worker:
             return
         delay = self.plans[agency.id].poll_delay(rounds)
         publisher.publish(self.names.retry(delay), agency.id, body,
-                          dict(headers, **{"x-poll-round": rounds + 1, "x-poll-started": started}))
+                          dict(headers, **{"x-poll-round": rounds + 1, "x-poll-started": int(started)}))
         if outcome is not None:
             event = messages.status_event(body, type="poll", detail={"round": rounds + 1, "decision": "pending"})
             publisher.publish(self.names.status, messages.status_key(event), event)
+
+    def _defer(self, publisher: Publisher, channel, delivery_tag: int, agency: Agency, body: dict[str, Any],
+               headers: dict[str, Any], wait: float, reason: str, *, maybe_sent: bool) -> None:
+        """Park a message in a delay tier without spending an attempt; ack once that is confirmed."""
+        tiers = sorted(set(agency.retry_delays) | (set(poll_delays(agency)) if agency.decisions == "poll" else set()))
+        delay = next((t for t in tiers if t >= wait), tiers[-1])
+        deferred = int(headers.get("x-deferred", 0))
+        parked = dict(headers, **{"x-deferred": deferred + 1})
+        if maybe_sent:
+            parked["x-maybe-sent"] = True
+        try:
+            publisher.publish(self.names.retry(delay), agency.id, body, parked)
+            if not deferred:  # the history shows the first wait, not every round of it
+                event = messages.status_event(body, type="deferred", attempt=int(headers.get("x-attempt", 1)),
+                                              reason=reason, detail={"delay_seconds": delay})
+                publisher.publish(self.names.status, messages.status_key(event), event)
+            channel.basic_ack(delivery_tag)
+        except PublishNotConfirmed as exc:
+            log.error("could not defer %s: %s; requeueing", body.get("request_id"), exc)
+            channel.basic_nack(delivery_tag, requeue=True)
 
     def _dead(self, publisher: Publisher, body: dict[str, Any], headers: dict[str, Any], attempt: int,
               reason: str, *, raw: str | None = None) -> None:
@@ -246,4 +365,6 @@ class Worker:
         if raw:
             dead_headers["x-raw-answer"] = raw[:2000]
         publisher.publish(self.names.dead, body["agency"], body, dead_headers)
+        metrics.DEAD_LETTERED.labels(body["agency"]).inc()
+        log.warning("dead-lettered after %d attempt(s): %s", attempt, reason[:200], extra=correlation(body, headers))
 

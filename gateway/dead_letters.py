@@ -55,7 +55,7 @@ def replay(engine: Engine, catalog: Catalog, *, ids: list[int] | None = None, ag
     return done
 
 
-def _replay_one(conn, catalog: Catalog, dead_id: int, cause: str) -> bool:  # noqa: ANN001
+def _replay_one(conn, catalog: Catalog, dead_id: int, cause: str) -> bool:
     dead = conn.execute(select(t.dead_letters).where(t.dead_letters.c.id == dead_id)).first()
     if dead is None or dead.replayed_at is not None:
         return False
@@ -71,7 +71,8 @@ def _replay_one(conn, catalog: Catalog, dead_id: int, cause: str) -> bool:  # no
                  .values(status=RequestStatus.QUEUED.value, attempts=0, reason=None, updated_at=moment))
     records.add_event(conn, application_id=app.id, request_id=request.id, step=request.step, type="replay",
                       status=RequestStatus.QUEUED.value, cause=cause, detail={"dead_letter": dead_id})
-    dispatch(conn, app=app, request=request, payload=(dead.body or {}).get("payload"))
+    # The agency may have filed it after all (an answer lost in a timeout): look it up first.
+    dispatch(conn, app=app, request=request, payload=(dead.body or {}).get("payload"), maybe_sent=True)
     # Steps skipped because this one failed may run after all: back to pending, and the
     # DAG decides again.  (The one sanctioned way out of ``skipped``, like replay's own.)
     conn.execute(update(t.requests).where(t.requests.c.application_id == app.id,

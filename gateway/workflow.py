@@ -38,13 +38,9 @@ def mapping_context(app: Any, requests: list[Any]) -> dict[str, Any]:
     }
 
 
-def dispatch(conn: Connection, *, app: Any, request: Any, kind: str = "send",
-             payload: dict[str, Any] | None = None, reference: str | None = None,
-             maybe_sent: bool = False) -> None:
-    """Write one dispatch message for ``request`` to the outbox.
-
-    ``maybe_sent`` (a replay) tells the worker the agency may have it already: look it up first.
-    """
+def dispatch_message(*, app: Any, request: Any, kind: str = "send", payload: dict[str, Any] | None = None,
+                     reference: str | None = None, maybe_sent: bool = False) -> dict[str, Any]:
+    """The outbox row (exchange, routing key, body, headers) of one dispatch message for ``request``."""
     body = {
         "message_id": records.new_id("msg"),
         "kind": kind,
@@ -61,41 +57,68 @@ def dispatch(conn: Connection, *, app: Any, request: Any, kind: str = "send",
                "x-attempt": 1}
     if maybe_sent:
         headers["x-maybe-sent"] = True
-    records.enqueue(conn, exchange=DISPATCH, routing_key=request.agency, body=body, headers=headers)
+    return {"exchange": DISPATCH, "routing_key": request.agency, "body": body, "headers": headers}
+
+
+def dispatch(conn: Connection, *, app: Any, request: Any, kind: str = "send",
+             payload: dict[str, Any] | None = None, reference: str | None = None,
+             maybe_sent: bool = False) -> None:
+    """Write one dispatch message for ``request`` to the outbox.
+
+    ``maybe_sent`` (a replay) tells the worker the agency may have it already: look it up first.
+    """
+    records.enqueue(conn, **dispatch_message(app=app, request=request, kind=kind, payload=payload,
+                                             reference=reference, maybe_sent=maybe_sent))
+
+
+def next_changes(service: Service, app: Any, requests: list[Any]) -> list[tuple[Any, RequestStatus, str | None,
+                                                                                dict[str, Any] | None]]:
+    """One round of the DAG: ``(request, new status, reason, payload)`` for each step that moves now.
+
+    Pending steps whose dependencies are all approved are queued with their mapped
+    payload; a step whose request mapping fails (an earlier step's answer lacks a field)
+    fails at once with the reason, rather than sending the agency an incomplete request;
+    steps that can no longer run are skipped.
+    """
+    statuses = {r.step: RequestStatus(r.status) for r in requests}
+    changes = advance(service.after, statuses)
+    if not changes:
+        return []
+    by_step = {r.step: r for r in requests}
+    context = mapping_context(app, requests)
+    out = []
+    for step, new in changes.items():
+        reason = None
+        payload = None
+        if new is RequestStatus.QUEUED:
+            try:
+                payload = apply_mapping(service.steps[step].compiled, context)
+            except MappingError as exc:
+                new, reason = RequestStatus.FAILED, f"request mapping failed: {exc}"
+        elif new is RequestStatus.SKIPPED:
+            failed_deps = [d for d in service.steps[step].after if statuses[d] is not RequestStatus.APPROVED]
+            reason = f"dependency {', '.join(failed_deps)} did not succeed"
+        out.append((by_step[step], new, reason, payload))
+    return out
 
 
 def release_ready_steps(conn: Connection, service: Service, app: Any, requests: list[Any],
                         *, cause: str) -> list[Any]:
     """Queue the pending steps whose dependencies are all approved; skip those that cannot run.
 
-    A step whose request mapping fails (an earlier step's answer lacks a field) fails at
-    once with the reason, rather than sending the agency an incomplete request.
     Returns the requests re-read after the changes.
     """
     while True:
-        statuses = {r.step: RequestStatus(r.status) for r in requests}
-        changes = advance(service.after, statuses)
+        changes = next_changes(service, app, requests)
         if not changes:
             return requests
-        by_step = {r.step: r for r in requests}
-        context = mapping_context(app, requests)
         moment = records.now()
-        for step, new in changes.items():
-            request = by_step[step]
-            reason = None
-            payload = None
-            if new is RequestStatus.QUEUED:
-                try:
-                    payload = apply_mapping(service.steps[step].compiled, context)
-                except MappingError as exc:
-                    new, reason = RequestStatus.FAILED, f"request mapping failed: {exc}"
-            elif new is RequestStatus.SKIPPED:
-                failed_deps = [d for d in service.steps[step].after if statuses[d] is not RequestStatus.APPROVED]
-                reason = f"dependency {', '.join(failed_deps)} did not succeed"
+        for request, new, reason, payload in changes:
             conn.execute(update(t.requests).where(t.requests.c.id == request.id)
                          .values(status=new.value, reason=reason, updated_at=moment))
-            records.add_event(conn, application_id=app.id, request_id=request.id, step=step, type="status",
-                              status=new.value, cause=cause, detail={"reason": reason} if reason else {})
+            records.add_event(conn, application_id=app.id, request_id=request.id, step=request.step,
+                              type="status", status=new.value, cause=cause,
+                              detail={"reason": reason} if reason else {})
             if new is RequestStatus.QUEUED:
                 dispatch(conn, app=app, request=request, payload=payload)
         requests = records.request_rows(conn, app.id)

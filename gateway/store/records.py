@@ -18,6 +18,8 @@ from sqlalchemy import Connection, and_, func, insert, or_, select, update
 from . import tables as t
 
 GENESIS = "0" * 64
+# PostgreSQL: each outbox write notifies this channel at commit, waking the relay at once.
+OUTBOX_CHANNEL = "satupintu_outbox"
 
 
 def now() -> dt.datetime:
@@ -130,8 +132,9 @@ def add_event(conn: Connection, *, application_id: str, type: str, event_id: str
         "type": type, "status": status, "detail": detail or {}, "cause": cause,
     }
     digest = event_hash(prev, row, occurred_at)
-    conn.execute(insert(t.events).values(**row, occurred_at=occurred_at, recorded_at=now(),
-                                         prev_hash=prev, hash=digest))
+    # Parameters rather than .values(): the statement is then built and cached once.
+    conn.execute(insert(t.events), dict(row, occurred_at=occurred_at, recorded_at=now(), prev_hash=prev,
+                                        hash=digest))
     return True
 
 
@@ -161,6 +164,13 @@ def enqueue(conn: Connection, *, exchange: str, routing_key: str, body: dict[str
             headers: dict[str, Any]) -> None:
     conn.execute(insert(t.outbox).values(exchange=exchange, routing_key=routing_key, body=body,
                                          headers=headers, created_at=now()))
+    notify_outbox(conn)
+
+
+def notify_outbox(conn: Connection) -> None:
+    """On PostgreSQL, wake the relay when this transaction commits (several NOTIFYs fold into one)."""
+    if conn.dialect.name == "postgresql":
+        conn.exec_driver_sql(f"NOTIFY {OUTBOX_CHANNEL}")
 
 
 def claim_outbox(conn: Connection, *, limit: int, lease: dt.timedelta,

@@ -1,0 +1,53 @@
+"""Test copies of the demo catalog with short retry delays, for reliability tests.
+
+The copy lives in the test's tmp dir (``SATUPINTU_CONFIG`` points at it), so tests can
+tune retries, breakers and limits without touching ``config/``.
+"""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+REPO = Path(__file__).resolve().parents[1]
+
+# How each sandbox agency answers "did request <id> go through?" (REST: a GET by request id;
+# the SOAP agencies' lookup operations are in the demo catalog already).
+REST_LOOKUPS = {
+    "company-registry": {"method": "GET", "path": "/companies?request_id={request_id}",
+                         "response": {"reference": "company_number", "status": "status", "reason": "reason",
+                                      "output": "{company_number: company_number}"}},
+    "municipality": {"method": "GET", "path": "/permits?request_id={request_id}",
+                     "response": {"reference": "permit_id", "status": "status", "reason": "reason"}},
+}
+
+
+def reliability_catalog(folder: Path, *, retry: dict[str, Any] | None = None,
+                        breaker: dict[str, Any] | None = None, poll: dict[str, Any] | None = None,
+                        per_agency: dict[str, dict[str, Any]] | None = None) -> Path:
+    """Copy ``config/`` to ``folder`` with short delays and lookup-before-resend everywhere.
+
+    ``per_agency`` merges extra top-level keys into one agency's file (e.g. ``limits``,
+    ``maintenance``, ``retry``).
+    """
+    if folder.exists():
+        shutil.rmtree(folder)
+    shutil.copytree(REPO / "config", folder)
+    for path in sorted((folder / "agencies").glob("*.yaml")):
+        doc = yaml.safe_load(path.read_text())
+        doc["retry"] = dict(retry or {"max_attempts": 4, "delays": [0.2, 0.5, 1]})
+        doc["circuit_breaker"] = dict(breaker or {"failure_threshold": 5, "reset_after": 1})
+        doc["timeouts"] = {"connect": 2, "read": 10}
+        if doc.get("decisions") == "poll":
+            doc["poll"] = dict(poll or {"interval": 0.2, "backoff": 2, "max_interval": 2, "deadline": 600})
+        for operation in doc["operations"].values():
+            if "lookup" not in operation and doc["id"] in REST_LOOKUPS:
+                operation["lookup"] = REST_LOOKUPS[doc["id"]]
+        if any("lookup" in op for op in doc["operations"].values()):
+            doc["idempotency"] = dict(doc.get("idempotency") or {}, lookup_before_resend=True)
+        doc.update((per_agency or {}).get(doc["id"], {}))
+        path.write_text(yaml.safe_dump(doc, sort_keys=False))
+    return folder
