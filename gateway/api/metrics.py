@@ -1,22 +1,32 @@
 """GET /metrics: Prometheus text format.
 
-Figures that must be right however many gunicorn workers serve the app (applications by
-status, outbox lag) are read from the store at scrape time by a custom collector, so
-they never depend on which worker answers the scrape.
+Figures that must be right however many gunicorn workers serve the app are read at
+scrape time: applications by status, outbox lag and dead letters from the store; queue
+depths and the tracker's backlog from the broker (cached a few seconds).  The gateway's
+own counters (submissions) live in prometheus-client's multiprocess files when
+``PROMETHEUS_MULTIPROC_DIR`` is set (``satupintu serve`` sets it), so any worker's
+answer adds up all of them.  Workers, relays and trackers serve their own counters on
+``SATUPINTU_METRICS_PORT`` (see ``gateway/metrics.py`` and docs/operations.md).
 """
 
 from __future__ import annotations
 
-from flask import Blueprint, Response
+import json
+
+from flask import Blueprint, Response, request
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 from prometheus_client.core import GaugeMetricFamily
 from sqlalchemy import func, select
+from werkzeug.exceptions import HTTPException
 
+from .. import metrics as process_metrics
 from ..store import records
 from ..store import tables as t
 from .context import ctx
 
 bp = Blueprint("metrics", __name__)
+
+CIRCUIT_VALUES = {"closed": 0, "half-open": 1, "half_open": 1, "open": 2}
 
 
 class StoreCollector:
@@ -31,6 +41,9 @@ class StoreCollector:
         lag = GaugeMetricFamily("satupintu_outbox_lag_seconds", "Age of the oldest unsent outbox row")
         unsent = GaugeMetricFamily("satupintu_outbox_unsent", "Outbox rows not yet confirmed by the broker")
         dead = GaugeMetricFamily("satupintu_dead_letters_open", "Dead letters not replayed", labels=["agency"])
+        tracker_lag = GaugeMetricFamily(
+            "satupintu_tracker_lag_seconds",
+            "How late the tracker recorded the newest worker event (recorded_at - occurred_at)")
         with self.engine.connect().execution_options(readonly=True) as conn:
             for service, status, n in conn.execute(select(t.applications.c.service, t.applications.c.status,
                                                           func.count()).group_by(t.applications.c.service,
@@ -46,11 +59,67 @@ class StoreCollector:
                                           .where(t.dead_letters.c.replayed_at.is_(None))
                                           .group_by(t.dead_letters.c.agency)):
                 dead.add_metric([agency], n)
-        yield from (by_status, requests, lag, unsent, dead)
+            from ..ops.queries import tracker_lag as newest_event_lag
+            tracker_lag.add_metric([], newest_event_lag(conn) or 0.0)
+        yield from (by_status, requests, lag, unsent, dead, tracker_lag)
+
+
+class BrokerCollector:
+    """Depth of every queue of the namespace, from passive declares (cached a few seconds)."""
+
+    def __init__(self, settings, catalog):  # noqa: ANN001
+        self.settings, self.catalog = settings, catalog
+
+    def collect(self):  # noqa: ANN201
+        from ..ops.queues import snapshot
+        snap = snapshot(self.settings, self.catalog)
+        up = GaugeMetricFamily("satupintu_broker_up", "1 when the gateway reaches RabbitMQ")
+        up.add_metric([], 1 if snap.ok else 0)
+        agency = GaugeMetricFamily("satupintu_agency_queue_depth", "Messages waiting on each agency queue",
+                                   labels=["agency"])
+        consumers = GaugeMetricFamily("satupintu_agency_queue_consumers", "Workers consuming each agency queue",
+                                      labels=["agency"])
+        tracker = GaugeMetricFamily("satupintu_tracker_queue_depth", "Status events waiting for the tracker")
+        dead = GaugeMetricFamily("satupintu_dead_queue_depth", "Dead-lettered messages not yet recorded")
+        for q in snap.queues:
+            if q.messages is None:
+                continue
+            if q.kind == "agency":
+                agency.add_metric([q.agency], q.messages)
+                consumers.add_metric([q.agency], q.consumers or 0)
+            elif q.kind == "tracker":
+                tracker.add_metric([], q.messages)
+            elif q.kind == "dead":
+                dead.add_metric([], q.messages)
+        circuit = GaugeMetricFamily("satupintu_circuit_state",
+                                    "Circuit breaker per agency as workers report it: 0 closed, 1 half-open, 2 open",
+                                    labels=["agency"])
+        from ..ops.queries import circuit_states
+        for name, state in sorted(circuit_states().items()):
+            circuit.add_metric([name], CIRCUIT_VALUES.get(state, -1))
+        yield from (up, agency, consumers, tracker, dead, circuit)
 
 
 @bp.get("/metrics")
 def metrics() -> Response:
+    c = ctx()
     registry = CollectorRegistry()
-    registry.register(StoreCollector(ctx().engine))
-    return Response(generate_latest(registry), mimetype=CONTENT_TYPE_LATEST)
+    registry.register(StoreCollector(c.engine))
+    registry.register(BrokerCollector(c.settings, c.catalog))
+    body = generate_latest(registry) + generate_latest(process_metrics.process_registry())
+    return Response(body, mimetype=CONTENT_TYPE_LATEST)
+
+
+@bp.after_app_request
+def count_submissions(response: Response) -> Response:
+    """``satupintu_submissions_total{service, outcome}`` for every POST /v1/applications."""
+    if request.method == "POST" and request.path == "/v1/applications":
+        service = "unknown"
+        try:
+            body = json.loads(request.get_data(cache=True) or b"null")
+            if isinstance(body, dict) and body.get("service") in ctx().catalog.services:
+                service = body["service"]
+        except (ValueError, TypeError, RecursionError, HTTPException):  # hostile bodies: 413, deep, unhashable
+            pass
+        process_metrics.SUBMISSIONS.labels(service, process_metrics.submission_outcome(response.status_code)).inc()
+    return response

@@ -1,0 +1,86 @@
+"""The Prometheus metrics each role counts for itself, and how each role exposes them.
+
+Where a figure can be read from the store or the broker (applications by status,
+outbox lag, dead letters, queue depths, tracker lag) the gateway's ``/metrics`` computes
+it at scrape time (``gateway.api.metrics``), so it is right whichever process answers.
+What only a process sees as it happens is counted here:
+
+* the gateway counts submissions; its gunicorn workers add up through
+  prometheus-client's multiprocess mode (``PROMETHEUS_MULTIPROC_DIR``, which
+  ``satupintu serve`` sets to a fresh folder unless given one);
+* workers time agency calls and count retries and dead letters; a worker is not
+  reachable through the gateway, so it serves its own ``/metrics`` on
+  ``SATUPINTU_METRICS_PORT`` when that is set (each worker process its own port).
+
+Circuit-breaker states are not counted here: workers write them to snapshot files
+(``broker.breaker``) and the gateway's ``/metrics`` reads them at scrape time.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from typing import Any
+
+from prometheus_client import CollectorRegistry, Counter, Histogram, start_http_server
+from prometheus_client import multiprocess as _multiprocess
+
+log = logging.getLogger("satupintu.metrics")
+calls_log = logging.getLogger("satupintu.calls")  # one INFO line per agency call, with the message's ids
+
+SUBMISSIONS = Counter(
+    "satupintu_submissions", "POST /v1/applications answers by service and outcome",
+    ["service", "outcome"])
+AGENCY_CALL_SECONDS = Histogram(
+    "satupintu_agency_call_duration_seconds", "Agency calls by agency, operation and outcome",
+    ["agency", "operation", "outcome"],
+    buckets=(0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60))
+RETRIES = Counter("satupintu_retries", "Agency calls scheduled for another attempt", ["agency"])
+DEAD_LETTERED = Counter("satupintu_dead_lettered", "Messages sent to the dead-letter queue", ["agency"])
+# POST /v1/applications answers → outcome label.
+_SUBMIT_OUTCOMES = {202: "accepted", 409: "conflict", 413: "too_large", 415: "invalid", 400: "invalid",
+                    422: "invalid", 401: "unauthorized", 403: "forbidden"}
+
+
+def submission_outcome(status_code: int) -> str:
+    return _SUBMIT_OUTCOMES.get(status_code, "error" if status_code >= 500 else "other")
+
+
+def multiprocess_dir() -> str | None:
+    return os.environ.get("PROMETHEUS_MULTIPROC_DIR") or os.environ.get("prometheus_multiproc_dir")
+
+
+def process_registry() -> CollectorRegistry:
+    """The registry of this role's own counters: the files of every process in multiprocess mode."""
+    if multiprocess_dir():
+        registry = CollectorRegistry()
+        _multiprocess.MultiProcessCollector(registry)
+        return registry
+    from prometheus_client import REGISTRY
+    return REGISTRY
+
+
+def expose(role: str) -> int | None:
+    """Serve this process's ``/metrics`` on ``SATUPINTU_METRICS_PORT`` when it is set; the port or None."""
+    port = os.environ.get("SATUPINTU_METRICS_PORT")
+    if not port:
+        return None
+    addr = os.environ.get("SATUPINTU_METRICS_ADDR", "127.0.0.1")
+    start_http_server(int(port), addr=addr, registry=process_registry())
+    log.info("%s metrics at http://%s:%s/metrics", role, addr, port)
+    return int(port)
+
+
+def observe_agency_call(agency: str, operation: str, kind: str, outcome: Any, seconds: float,
+                        ids: dict[str, Any]) -> None:
+    """Time one agency call and log it with the message's correlation ids; never raises."""
+    try:
+        label = getattr(getattr(outcome, "kind", None), "value", None) or str(outcome)
+        if kind != "send":
+            label = f"{kind}:{label}"
+        AGENCY_CALL_SECONDS.labels(agency, operation, label).observe(seconds)
+        calls_log.info("%s %s.%s → %s in %.0f ms", kind, agency, operation, label, seconds * 1000,
+                 extra={**ids, "agency": agency})
+    except Exception:
+        log.debug("could not record an agency call", exc_info=True)
+

@@ -1,0 +1,1 @@
+"""The operators' dashboard (``/ops/``) and the JSON behind it (``/ops/api/...``)."""

@@ -1,0 +1,159 @@
+"""``/ops/``: the operators' dashboard, server-rendered, with ``/ops/api`` nested under it.
+
+Pages need an ``ops`` key, entered once in the login form and then sent by the browser
+as the ``satupintu_ops`` cookie (see ``session.py``); without one a page sends the
+browser to the login form.  Every page shows what the matching ``/ops/api`` endpoint
+returns, personal data masked.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Callable
+from typing import Any
+
+from flask import Blueprint, Response, g, redirect, render_template, request, url_for
+
+from .. import clients
+from ..api.context import authenticate, ctx
+from ..api.problems import Problem
+from . import api, queries, session, svg
+
+bp = Blueprint("ops", __name__, url_prefix="/ops", template_folder="templates", static_folder="static")
+bp.register_blueprint(api.bp)
+bp.after_request(session.secure_headers)
+
+
+@bp.app_template_filter("ops_chip")
+def _chip(status: str | None) -> str:
+    return f"chip s-{status or 'none'}"
+
+
+@bp.app_template_filter("ops_ms")
+def _ms(value: float | None) -> str:
+    return "–" if value is None else (f"{value:.0f} ms" if value < 10_000 else f"{value / 1000:.1f} s")
+
+
+@bp.app_template_filter("ops_percent")
+def _percent(value: float | None) -> str:
+    return "–" if value is None else f"{value * 100:.1f} %"
+
+
+def page(view: Callable) -> Callable:
+    """A dashboard page: an ``ops`` key (cookie or Bearer), else the login form."""
+    @functools.wraps(view)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            client = authenticate()
+        except Problem:
+            return redirect(url_for("ops.login", next=request.full_path.rstrip("?")))
+        if "ops" not in client.scopes:
+            return render_template("login.html", error="This key lacks the ops scope.", next=request.path), 403
+        g.client = client
+        return view(*args, **kwargs)
+    return wrapper
+
+
+def _read():  # noqa: ANN202
+    return ctx().engine.connect().execution_options(readonly=True)
+
+
+# --- login ---------------------------------------------------------------------------
+
+@bp.get("/login")
+def login() -> str:
+    return render_template("login.html", error=None, next=session.safe_next(request.args.get("next")))
+
+
+@bp.post("/login")
+def login_submit() -> Any:
+    target = session.safe_next(request.form.get("next"))
+    if not session.same_origin():
+        return render_template("login.html", error="Sign in from this dashboard's own page.", next=target), 403
+    key = (request.form.get("key") or "").strip()
+    client = None
+    if key:
+        with _read() as conn:
+            client = clients.authenticate(conn, key)
+    if client is None:
+        return render_template("login.html", error="That key is not valid or was revoked.", next=target), 401
+    if "ops" not in client.scopes:
+        return render_template("login.html", error="This key lacks the ops scope.", next=target), 403
+    response = redirect(target)
+    session.set_cookie(response, key)
+    return response
+
+
+@bp.post("/logout")
+def logout() -> Response:
+    if not session.same_origin():
+        return Response("cross-site logout refused", status=403, mimetype="text/plain")
+    response = redirect(url_for("ops.login"))
+    session.clear_cookie(response)
+    return response
+
+
+# --- pages ---------------------------------------------------------------------------
+
+@bp.get("/")
+@page
+def overview() -> str:
+    c = ctx()
+    with _read() as conn:
+        summary = queries.overview(conn, c.settings, c.catalog)
+        recent = queries.recent_applications(conn, c.catalog, limit=15)
+        agencies = queries.agencies(conn, c.settings, c.catalog)
+    return render_template("overview.html", summary=summary, recent=recent, agencies=agencies,
+                           latency_svg=svg.latency_svg, active="overview")
+
+
+@bp.get("/applications")
+@page
+def applications() -> str:
+    status = request.args.get("status") or None
+    with _read() as conn:
+        items = queries.recent_applications(conn, ctx().catalog, limit=100, status=status)
+    return render_template("applications.html", items=items, status=status, active="applications")
+
+
+@bp.get("/applications/<app_id>")
+@page
+def application(app_id: str) -> Any:
+    with _read() as conn:
+        doc = queries.application(conn, ctx().catalog, app_id)
+    if doc is None:
+        return render_template("not_found.html", what=f"application {app_id}", active="applications"), 404
+    return render_template("application.html", app=doc, dag=svg.dag_svg(doc["dag"]), lanes=queries.LANES,
+                           active="applications")
+
+
+@bp.get("/agencies")
+@page
+def agencies() -> str:
+    c = ctx()
+    with _read() as conn:
+        items = queries.agencies(conn, c.settings, c.catalog)
+    return render_template("agencies.html", agencies=items, queues=queries.queue_documents(c.settings, c.catalog),
+                           latency_svg=svg.latency_svg, active="agencies")
+
+
+@bp.get("/dead-letters")
+@page
+def dead_letters() -> str:
+    with _read() as conn:
+        items = queries.open_dead_letters(conn)
+    return render_template("dead_letters.html", items=items, active="dead-letters")
+
+
+@bp.route("/search", methods=["GET", "POST"])
+@page
+def search() -> Any:
+    # The form posts, so a NIK typed into it stays out of URLs, history and proxy logs.
+    if request.method == "POST" and not session.same_origin():
+        return Response("cross-site search refused", status=403, mimetype="text/plain")
+    q = (request.form.get("q") if request.method == "POST" else request.args.get("q", "")) or ""
+    q = q[:200]
+    with _read() as conn:
+        found = queries.search(conn, ctx().catalog, q)
+    return render_template("search.html", found=found, q=q if found["kind"] != "nik" else found["query"],
+                           active="search")

@@ -1,0 +1,139 @@
+"""The operators' dashboard in a real browser (Debian's chromium through Playwright) on a live stack.
+
+Log in with an ops key, see a completed bundle, see a dead letter appear while the
+company registry is down, replay it once the registry is back, and watch the bundle
+complete.  The screenshots go to ``test-artifacts/``.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import uuid
+from pathlib import Path
+
+import pytest
+import requests
+from conftest import edit_yaml
+from support import wait_until
+
+REPO = Path(__file__).resolve().parents[2]
+ARTIFACTS = REPO / "test-artifacts"
+CHROMIUM = "/usr/bin/chromium"
+ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+        "--disable-background-networking", "--disable-component-update", "--disable-sync"]
+WAIT_MS = 90_000  # a bound on a hang, not a claim about speed
+
+
+def _chromium() -> str:
+    """The chromium binary; installed with apt-get when missing and we may; else the test skips."""
+    found = shutil.which("chromium") or (CHROMIUM if os.path.exists(CHROMIUM) else None)
+    if found:
+        return found
+    if os.geteuid() == 0 and shutil.which("apt-get"):
+        subprocess.run(["apt-get", "update"], check=False, capture_output=True)
+        subprocess.run(["apt-get", "install", "-y", "chromium"], check=False, capture_output=True)
+        found = shutil.which("chromium")
+        if found:
+            return found
+    pytest.skip("chromium is not installed and cannot be installed here (needs root and apt-get)")
+
+
+@pytest.fixture
+def browser(tmp_path):
+    executable = _chromium()
+    sync_api = pytest.importorskip("playwright.sync_api", reason="playwright is not installed (pip install playwright)")
+    with sync_api.sync_playwright() as pw:
+        context = pw.chromium.launch_persistent_context(
+            str(tmp_path / "chromium-profile"), executable_path=executable, headless=True, args=ARGS,
+            viewport={"width": 1400, "height": 1000})
+        try:
+            yield context
+        finally:
+            context.close()
+
+
+@pytest.fixture
+def fast_retries(config_dir, env, tmp_path, monkeypatch):
+    """The registry gives up after two attempts one second apart, so a dead letter comes quickly."""
+    edit_yaml(config_dir / "agencies" / "company-registry.yaml",
+              lambda doc: doc.update(retry={"max_attempts": 2, "delays": [1]}))
+    state = tmp_path / "breaker-state"  # this stack's breakers only
+    env["SATUPINTU_STATE_DIR"] = str(state)
+    monkeypatch.setenv("SATUPINTU_STATE_DIR", str(state))
+    return config_dir
+
+
+def submit(stack, key, body) -> str:
+    response = requests.post(stack.url + "/v1/applications", json=body, timeout=10, headers={
+        "Authorization": f"Bearer {key}", "Idempotency-Key": uuid.uuid4().hex})
+    assert response.status_code == 202, response.text
+    return response.json()["id"]
+
+
+def status_of(stack, key, app_id) -> str:
+    return requests.get(f"{stack.url}/v1/applications/{app_id}", timeout=10,
+                        headers={"Authorization": f"Bearer {key}"}).json()["status"]
+
+
+def test_an_operator_sees_a_dead_letter_replays_it_and_the_bundle_completes(
+        fast_retries, stack, sandbox, browser, make_key, example):
+    from playwright.sync_api import expect
+
+    ARTIFACTS.mkdir(exist_ok=True)
+    front_office = make_key("submit", "read")
+    operator = make_key("ops", name="duty-operator")
+    page = browser.new_page()
+
+    # A bundle that goes through.
+    done_id = submit(stack, front_office, example)
+    wait_until(lambda: status_of(stack, front_office, done_id) == "completed", 120,
+               message="the first bundle to complete")
+
+    # Log in: the form sets the cookie, then the overview shows the bundle with its chips.
+    page.goto(stack.url + "/ops/")
+    expect(page).to_have_url(f"{stack.url}/ops/login?next=/ops/")
+    page.fill("input[name=key]", operator)
+    page.click("form button[type=submit]")
+    expect(page.locator("h1")).to_have_text("Overview")
+    row = page.locator(f'#recent tr[data-id="{done_id}"]')
+    expect(row.locator("td span.chip.s-completed")).to_have_text("completed", timeout=WAIT_MS)
+    expect(row.locator(".chips .chip.s-approved")).to_have_count(len(example_steps(stack)))
+
+    page.goto(f"{stack.url}/ops/applications/{done_id}")
+    expect(page.locator("#app-status")).to_have_text("completed")
+    expect(page.locator("svg.dag g.node[data-status=approved]")).to_have_count(len(example_steps(stack)))
+    expect(page.locator("table.timeline tr.t-published").first).to_be_visible()
+    assert "3171012345670123" not in page.content()
+    page.screenshot(path=str(ARTIFACTS / "application.png"), full_page=True)
+
+    # The company registry goes down: the next bundle's first step dead-letters.
+    sandbox.faults("company-registry", failure_rate=1.0)
+    failing_id = submit(stack, front_office, example)
+    page.goto(stack.url + "/ops/dead-letters")
+    dead_row = page.locator("#dead-letters tbody tr", has=page.locator(f'a:text-is("{failing_id}")'))
+    expect(dead_row).to_have_count(1, timeout=WAIT_MS)  # the page polls; no reload
+    expect(dead_row.locator("td").nth(2)).to_have_text("company-registry")
+    page.goto(stack.url + "/ops/")
+    expect(page.locator('[data-counter="dead_letters_open"]')).to_have_text("1", timeout=WAIT_MS)
+    page.screenshot(path=str(ARTIFACTS / "dashboard.png"), full_page=True)
+
+    # The registry is back: one click replays the dead letter, and the bundle completes.
+    sandbox.faults("company-registry", failure_rate=0.0)
+    page.goto(stack.url + "/ops/dead-letters")
+    dead_row = page.locator("#dead-letters tbody tr", has=page.locator(f'a:text-is("{failing_id}")'))
+    dead_row.locator("button.replay").click()
+    expect(page.locator("#replay-status")).to_contain_text("replayed")
+    expect(dead_row).to_have_count(0, timeout=WAIT_MS)
+
+    page.goto(f"{stack.url}/ops/applications/{failing_id}")
+    expect(page.locator("#app-status")).to_have_text("completed", timeout=WAIT_MS)  # the page reloads itself
+    expect(page.locator("table.timeline tr.t-replay")).to_have_count(1)
+    expect(page.locator("table.timeline tr.t-replay")).to_contain_text("replayed by duty-operator in /ops")
+    page.screenshot(path=str(ARTIFACTS / "replayed.png"), full_page=True)
+
+
+def example_steps(stack) -> list[str]:
+    from gateway.catalog import load_catalog
+    return list(load_catalog(stack.env["SATUPINTU_CONFIG"]).services["business-startup"].steps)
