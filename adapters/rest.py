@@ -17,7 +17,6 @@ from typing import Any, ClassVar
 from urllib.parse import quote, urlsplit
 
 import requests
-from requests.adapters import HTTPAdapter
 
 from gateway.domain.errors import (
     AgencyError,
@@ -31,6 +30,7 @@ from . import xroad as xroad_protocol
 from .answers import RESPONSE_SCHEMA, map_answer, response_problems
 from .auth import auth_problems, configure_tls, requests_auth
 from .base import Adapter, AgencyRequest, Outcome, OutcomeKind
+from .egress import EgressAdapter, policy_for_agency
 from .masking import raw_excerpt
 
 USER_AGENT = "satupintu-adapter/1"
@@ -223,7 +223,9 @@ class RestAdapter(Adapter):
         session.headers["Accept"] = "application/json"
         session.auth = requests_auth(agency.auth or {})
         configure_tls(session, agency.auth or {}, agency.options.get("verify"))
-        pool = HTTPAdapter(pool_connections=4, pool_maxsize=max(agency.concurrency, 10), max_retries=0)
+        # Only the hosts the agency file names, never link-local or metadata addresses (adapters/egress.py).
+        pool = EgressAdapter(policy_for_agency(agency), pool_connections=4, pool_maxsize=max(agency.concurrency, 10),
+                             max_retries=0)
         session.mount("http://", pool)
         session.mount("https://", pool)
         return session

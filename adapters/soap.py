@@ -27,6 +27,7 @@ from . import xroad as xroad_protocol
 from .answers import RESPONSE_SCHEMA, jsonable, map_answer, response_problems
 from .auth import AUTH_FIELDS, auth_problems, configure_tls, requests_auth, wsse_token
 from .base import Adapter, AgencyRequest, Outcome, OutcomeKind
+from .egress import policy_for_agency
 from .masking import PERSONAL_FIELDS
 from .plugins import AnswerCapture, HeaderAdder, MaskingLogger, call_headers
 from .soap_client import (
@@ -176,7 +177,7 @@ class SoapAdapter(Adapter):
     def _build(self) -> Any:
         agency, options = self.agency, self.agency.options or {}
         transport = GuardedTransport(connect_timeout=agency.connect_timeout, operation_timeout=self._timeout,
-                                     allowed_hosts=options.get("allowed_hosts"))
+                                     allowed_hosts=options.get("allowed_hosts"), egress=policy_for_agency(agency))
         session = transport.session
         session.headers["User-Agent"] = "satupintu-adapter/1"
         auth = agency.auth or {}

@@ -20,6 +20,8 @@ from zeep.transports import Transport
 from zeep.wsdl import Document
 from zeep.wsdl.bindings import Soap11Binding, Soap12Binding
 
+from .egress import EgressPolicy, guard_session
+
 # zeep's transport logs whole request bodies at DEBUG; ours go through the masking plugin.
 _SILENT = logging.Logger("satupintu.soap.transport", level=logging.CRITICAL)  # noqa: LOG001 - deliberately detached
 
@@ -55,10 +57,13 @@ class GuardedTransport(Transport):
     (when ``allowed_hosts`` is set) no fetching of WSDL/XSD or posting outside those hosts."""
 
     def __init__(self, *, connect_timeout: float, operation_timeout: float,
-                 allowed_hosts: list[str] | None = None, session: requests.Session | None = None) -> None:
+                 allowed_hosts: list[str] | None = None, session: requests.Session | None = None,
+                 egress: EgressPolicy | None = None) -> None:
         super().__init__(timeout=(connect_timeout, max(operation_timeout, 10.0)),
                          operation_timeout=(connect_timeout, operation_timeout),
                          session=session or NoRedirectSession())
+        # Every connection (WSDL, XSD, SOAP call) is checked against the egress policy.
+        guard_session(self.session, egress or EgressPolicy.from_env(allowed_hosts or ()))
         self.logger = _SILENT
         self.allowed_hosts = allowed_hosts
 

@@ -4,19 +4,22 @@ from __future__ import annotations
 
 import datetime as dt
 import hashlib
+import uuid
+from types import SimpleNamespace
 from typing import Any
 
 import jsonschema
 from sqlalchemy import Connection, Engine, insert, update
 from sqlalchemy.exc import IntegrityError
 
+from . import notifier
 from .catalog import Catalog, Service
 from .clients import Client
 from .domain.errors import Conflict, NotFound, ValidationFailed
-from .domain.status import ApplicationStatus, RequestStatus
+from .domain.status import ApplicationStatus, RequestStatus, combined_status
 from .store import records
 from .store import tables as t
-from .workflow import dispatch, release_ready_steps
+from .workflow import dispatch, dispatch_message, next_changes
 
 _validators: dict[int, jsonschema.protocols.Validator] = {}
 
@@ -68,43 +71,85 @@ def submit(engine: Engine, catalog: Catalog, client: Client, body: dict[str, Any
     if errors:
         raise ValidationFailed(errors)
     digest = body_hash(body)
-    if idempotency_key:
-        existing = _by_idempotency_key(engine, client, idempotency_key, digest, catalog)
-        if existing is not None:
-            return existing, False
-    moment = records.now()
-    app_id = records.new_id("app")
     try:
         with engine.begin() as conn:
-            conn.execute(insert(t.applications).values(
-                id=app_id, client_id=client.id, service=service.id, service_version=str(service.version),
-                status=ApplicationStatus.IN_PROGRESS.value, reference=body.get("reference"), data=body["data"],
-                idempotency_key=idempotency_key, request_hash=digest, cancel_requested=False,
-                created_at=moment, updated_at=moment, due_at=_due_at(service, moment)))
-            conn.execute(insert(t.requests), [
-                {"id": records.new_id("req"), "application_id": app_id, "step": name, "agency": step.agency,
-                 "operation": step.operation, "status": RequestStatus.PENDING.value, "attempts": 0,
-                 "updated_at": moment}
-                for name, step in service.steps.items()])
-            app = records.application_row(conn, app_id)
-            records.add_event(conn, application_id=app_id, type="submitted", status=app.status,
-                              cause=f"client {client.name}",
-                              detail={"service": service.id, "version": str(service.version),
-                                      "reference": body.get("reference")})
-            requests = release_ready_steps(conn, service, app, records.request_rows(conn, app_id),
-                                           cause="submitted")
-            from .tracker import (
-                settle,  # the combined status may already be final (all skipped)
-            )
-            settle(conn, service, app, requests, cause="submitted")
-            return _document(conn, app_id, catalog), True
+            return _store_new(conn, catalog, service, client, body, idempotency_key, digest), True
     except IntegrityError:
-        # Two submissions with the same key raced; the loser answers like a repeat.
+        # The key was used before (or two submissions with it raced): answer like a repeat,
+        # or 409 when the body differs.  Trying the insert first saves a read on every new
+        # submission; repeats are the rare case.
         if idempotency_key:
             existing = _by_idempotency_key(engine, client, idempotency_key, digest, catalog)
             if existing is not None:
                 return existing, False
         raise
+
+
+def _store_new(conn: Connection, catalog: Catalog, service: Service, client: Client, body: dict[str, Any],
+               idempotency_key: str | None, digest: str) -> dict[str, Any]:
+    """Write the application, its requests, its history and its first dispatch messages.
+
+    Everything about a new application is known here, so the DAG is advanced in memory
+    (``workflow.next_changes``, the same rules the tracker applies) and each table gets one
+    multi-row insert: a handful of statements instead of one per step, event and message.
+    The events are hash-chained exactly as ``records.add_event`` chains them.
+    """
+    moment = records.now()
+    app = SimpleNamespace(
+        id=records.new_id("app"), client_id=client.id, service=service.id, service_version=str(service.version),
+        status=ApplicationStatus.IN_PROGRESS.value, reference=body.get("reference"), data=body["data"],
+        idempotency_key=idempotency_key, request_hash=digest, cancel_requested=False,
+        created_at=moment, updated_at=moment, due_at=_due_at(service, moment))
+    conn.execute(insert(t.applications), [vars(app)])  # parameters, not .values(): a cached statement
+    requests = [SimpleNamespace(id=records.new_id("req"), application_id=app.id, step=name, agency=step.agency,
+                                operation=step.operation, status=RequestStatus.PENDING.value,
+                                agency_reference=None, reason=None, attempts=0, output=None, updated_at=moment)
+                for name, step in service.steps.items()]
+    history = _History(app.id)
+    history.add(type="submitted", status=app.status, cause=f"client {client.name}",
+                detail={"service": service.id, "version": str(service.version), "reference": body.get("reference")})
+    messages = []
+    while changes := next_changes(service, app, requests):
+        for request, new, reason, payload in changes:
+            request.status, request.reason = new.value, reason
+            history.add(request_id=request.id, step=request.step, type="status", status=new.value,
+                        cause="submitted", detail={"reason": reason} if reason else {})
+            if new is RequestStatus.QUEUED:
+                messages.append(dict(dispatch_message(app=app, request=request, payload=payload),
+                                     created_at=records.now()))
+    # (``output`` left out: a JSON column would store None as JSON null, not SQL NULL.)
+    conn.execute(insert(t.requests), [{k: v for k, v in vars(r).items() if k != "output"} for r in requests])
+    # The combined status may already be final (every step failed its mapping or was skipped).
+    combined = combined_status((RequestStatus(r.status) for r in requests), cancelled=False)
+    if combined.value != app.status:
+        app.status = combined.value
+        conn.execute(update(t.applications).where(t.applications.c.id == app.id).values(status=app.status))
+        history.add(type="application", status=app.status, cause="submitted")
+        notifier.enqueue(conn, app, app.status, cause="submitted")
+    conn.execute(insert(t.events), history.rows)
+    if messages:
+        conn.execute(insert(t.outbox), messages)
+        records.notify_outbox(conn)
+    return records.application_document(app, requests, order=service.order)
+
+
+class _History:
+    """A new application's first events, hash-chained in memory (as ``records.add_event`` does)."""
+
+    def __init__(self, application_id: str):
+        self.application_id = application_id
+        self.prev = records.GENESIS
+        self.rows: list[dict[str, Any]] = []
+
+    def add(self, *, type: str, status: str | None = None, request_id: str | None = None,
+            step: str | None = None, detail: dict[str, Any] | None = None, cause: str | None = None) -> None:
+        occurred_at = records.now()
+        row = {"event_id": uuid.uuid4().hex, "application_id": self.application_id, "request_id": request_id,
+               "step": step, "type": type, "status": status, "detail": detail or {}, "cause": cause}
+        digest = records.event_hash(self.prev, row, occurred_at)
+        self.rows.append(dict(row, occurred_at=occurred_at, recorded_at=occurred_at, prev_hash=self.prev,
+                              hash=digest))
+        self.prev = digest
 
 
 def _by_idempotency_key(engine: Engine, client: Client, key: str, digest: str,

@@ -368,8 +368,11 @@ def cmd_config_check(_args: argparse.Namespace) -> int:
         problems += len(found)
         print(f"agency {agency.id}: {agency.adapter}, {len(agency.operations)} operation(s), "
               f"{'ok' if not found else f'{len(found)} problem(s)'}")
+    from .schema_limits import unbounded_fields
     for service in catalog.services.values():
         print(f"service {service.id}: {len(service.steps)} step(s) in order {' -> '.join(service.order)}")
+        for warning in unbounded_fields(service.input_schema):  # a warning: the exit status stays 0
+            print(f"warning: {service.file}: input_schema {warning}", file=sys.stderr)
     return 1 if problems else 0
 
 
@@ -378,7 +381,11 @@ def cmd_clients(args: argparse.Namespace) -> int:
     engine = _engine(_settings())
     with engine.begin() as conn:
         if args.clients_command == "create":
-            _client, key = clients.create(conn, args.name, args.scope, args.webhook_url)
+            try:
+                _client, key = clients.create(conn, args.name, args.scope, args.webhook_url)
+            except ValueError as exc:
+                print(f"satupintu: {exc}", file=sys.stderr)
+                return 2
             print(key)
         elif args.clients_command == "list":
             for c in clients.list_all(conn):
@@ -411,14 +418,21 @@ def cmd_dead_letters(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_audit_verify(_args: argparse.Namespace) -> int:
+def cmd_audit_verify(args: argparse.Namespace) -> int:
     from .audit import verify
-    broken = verify(_engine(_settings()))
-    if broken:
-        print(f"audit chain broken at event row {broken['id']} of application {broken['application_id']}: "
-              f"{broken['problem']}", file=sys.stderr)
+    try:
+        report = verify(_engine(_settings()), anchor=args.anchor)
+    except ValueError as exc:
+        print(f"satupintu: {exc}", file=sys.stderr)
+        return 2
+    if report.broken:
+        where = f" of application {report.broken['application_id']}" if report.broken["application_id"] else ""
+        print(f"audit chain broken at event row {report.broken['id']}{where}: {report.broken['problem']}",
+              file=sys.stderr)
         return 1
-    print("audit chain intact")
+    print(f"audit chain intact: {report.events} event(s) of {report.applications} application(s)")
+    if report.anchor:
+        print(f"anchor {report.anchor}  (keep it outside the database; check later with --anchor)")
     return 0
 
 
@@ -475,6 +489,7 @@ def parser() -> argparse.ArgumentParser:
     cl.set_defaults(func=cmd_clients)
     audit = sub.add_parser("audit", help="the tamper-evident event log")
     audit.add_argument("audit_command", choices=["verify"])
+    audit.add_argument("--anchor", metavar="ID:DIGEST", help="also check the chains against an anchor printed before")
     audit.set_defaults(func=cmd_audit_verify)
     config = sub.add_parser("config", help="the catalog")
     config.add_argument("config_command", choices=["check"])

@@ -8,6 +8,8 @@ from dataclasses import dataclass
 
 from sqlalchemy import Connection, insert, select, update
 
+from adapters.egress import EgressPolicy, EgressRefused
+
 from .domain.errors import Conflict, NotFound
 from .store import records
 from .store import tables as t
@@ -33,6 +35,8 @@ def create(conn: Connection, name: str, scopes: list[str], webhook_url: str | No
     bad = [s for s in scopes if s not in SCOPES]
     if bad:
         raise ValueError(f"unknown scope {bad[0]!r}; scopes are {', '.join(SCOPES)}")
+    if webhook_url is not None:
+        check_webhook_url(webhook_url)
     if conn.execute(select(t.clients.c.id).where(t.clients.c.name == name)).first():
         raise Conflict(f"a client named {name!r} exists already")
     key = "sp_" + secrets.token_urlsafe(32)
@@ -41,6 +45,18 @@ def create(conn: Connection, name: str, scopes: list[str], webhook_url: str | No
                                           scopes=" ".join(sorted(client.scopes)), webhook_url=webhook_url,
                                           created_at=records.now()))
     return client, key
+
+
+def check_webhook_url(url: str) -> None:
+    """Raise ValueError unless ``url`` may receive webhooks: http(s), at most 2000 characters,
+    and not resolving to a link-local, metadata, unspecified or multicast address (the
+    same egress policy the notifier enforces again at every delivery)."""
+    if len(url) > 2000:
+        raise ValueError("the webhook URL is longer than 2000 characters")
+    try:
+        EgressPolicy.from_env().check_url(url)
+    except EgressRefused as exc:
+        raise ValueError(f"webhook URL refused: {exc}") from None
 
 
 def authenticate(conn: Connection, key: str) -> Client | None:

@@ -19,6 +19,8 @@ from typing import Any
 import requests
 from sqlalchemy import Connection, Engine, insert, or_, select, update
 
+from adapters.egress import guard_session
+
 from . import signatures
 from .store import records
 from .store import tables as t
@@ -51,7 +53,9 @@ class Notifier:
         self.batch = batch
         self.idle_wait = idle_wait
         self.stopping = threading.Event()
-        self.session = requests.Session()
+        # Webhook URLs are the clients' to choose: never link-local or metadata addresses.
+        self.session = guard_session(requests.Session())
+        self.session.trust_env = False
 
     def stop(self) -> None:
         self.stopping.set()

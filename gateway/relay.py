@@ -3,93 +3,274 @@
 A row is marked sent only after the broker confirmed it, so a crash between publishing
 and marking can only publish a row twice (the request id makes that harmless), never
 lose it.  Claims are leases: rows claimed by a relay that died come back after the lease.
+
+Confirms are asynchronous (``broker.publisher.ConfirmWindow``): the relay keeps up to
+``window`` publishes unconfirmed, and each store transaction both marks the rows confirmed
+since the last one as sent and claims the next batch.  Everything runs on the pika
+``SelectConnection``'s ioloop, one thread, so heartbeats flow between batches.  When the
+outbox is empty the relay looks again every ``idle_wait`` seconds with a read-only probe
+(on SQLite that takes no write lock), or, on PostgreSQL, as soon as a ``NOTIFY`` on
+``satupintu_outbox`` says a row was written.
 """
 
 from __future__ import annotations
 
 import datetime as dt
 import logging
+import random
+import select
 import threading
+import time
+from typing import Any
 
-from sqlalchemy import Engine
+import pika
+from sqlalchemy import Engine, or_
+from sqlalchemy import select as sql_select
 
-from broker.connection import CONNECTION_ERRORS, connect_with_backoff
-from broker.publisher import Publisher
+from broker.connection import CONNECTION_ERRORS, connect, parameters
+from broker.publisher import ConfirmWindow
 from broker.topology import Names, declare_for
 
 from .catalog import Catalog
-from .domain.errors import BrokerUnavailable, PublishNotConfirmed
+from .domain.errors import BrokerUnavailable
 from .logs import correlation
 from .store import records
+from .store import tables as t
 
 log = logging.getLogger("satupintu.relay")
 
 
+
 class Relay:
     def __init__(self, engine: Engine, catalog: Catalog, *, amqp_urls: tuple[str, ...], namespace: str,
-                 batch: int = 200, lease: float = 30.0, idle_wait: float = 0.05):
+                 batch: int = 500, window: int = 1000, lease: float = 30.0, idle_wait: float = 0.02):
         self.engine = engine
         self.catalog = catalog
         self.urls = amqp_urls
         self.names = Names(namespace)
         self.batch = batch
+        self.window = max(window, batch)
         self.lease = dt.timedelta(seconds=lease)
         self.idle_wait = idle_wait
         self.stopping = threading.Event()
         self.published = 0
+        self._listener = _Listener(engine) if engine.dialect.name == "postgresql" else None
 
     def stop(self) -> None:
         self.stopping.set()
 
     def run(self) -> None:
+        delay = 0.2
+        # A cluster's URLs in random order; after a failed connection the next one is tried.
+        urls = random.sample(self.urls, len(self.urls))
+        turn = 0
         while not self.stopping.is_set():
-            connection = connect_with_backoff(self.urls, name="satupintu-relay", stopping=self.stopping.is_set)
-            if connection is None:
-                return
+            session = None
             try:
-                channel = connection.channel()
-                declare_for(channel, self.names, self.catalog.agencies.values())
-                publisher = Publisher(channel)
-                while not self.stopping.is_set():
-                    if self.relay_once(publisher) == 0:
-                        # Sleeping on the connection keeps heartbeats flowing.
-                        connection.sleep(self.idle_wait)
+                # Declaring is a handful of synchronous round trips: a blocking connection does it.
+                blocking = connect(self.urls, name="satupintu-relay-declare")
+                try:
+                    declare_for(blocking.channel(), self.names, self.catalog.agencies.values())
+                finally:
+                    blocking.close()
+                session = _Session(self, urls[turn % len(urls)])
+                session.run()
             except CONNECTION_ERRORS + (BrokerUnavailable,) as exc:
-                log.warning("relay lost the broker: %r; reconnecting", exc)
-            finally:
-                try:
-                    if connection.is_open:
-                        connection.close()
-                except Exception:  # noqa: BLE001
-                    pass
+                log.warning("relay lost the broker: %r; reconnecting in %.1fs", exc, delay)
+                turn += 1
+            if session is not None and session.opened:
+                delay = 0.2  # it worked for a while: start backing off afresh
+            if self.stopping.wait(delay):
+                break
+            delay = min(10.0, delay * 2)
+        if self._listener:
+            self._listener.close()
 
-    def relay_once(self, publisher: Publisher) -> int:
-        """Publish one batch; returns how many rows were confirmed and marked sent."""
-        reclaimed: set[int] = set()
+    # --- store side (called on the ioloop thread) ------------------------------------
+
+    def claimable(self) -> bool:
+        """A read-only look: is there an unsent row whose claim is free or expired?"""
+        with self.engine.connect().execution_options(readonly=True) as conn:
+            return conn.execute(
+                sql_select(t.outbox.c.id).where(
+                    t.outbox.c.sent_at.is_(None),
+                    or_(t.outbox.c.claimed_until.is_(None), t.outbox.c.claimed_until < records.now()))
+                .limit(1)).first() is not None
+
+    def mark_and_claim(self, confirmed: list[int], limit: int, reclaimed: set[int]) -> list[Any]:
+        """One transaction: mark ``confirmed`` rows sent and claim up to ``limit`` more."""
         with self.engine.begin() as conn:
-            rows = records.claim_outbox(conn, limit=self.batch, lease=self.lease, reclaimed=reclaimed)
-        if not rows:
-            return 0
-        sent: list[int] = []
-        try:
-            for row in rows:
-                headers = row.headers
-                if row.id in reclaimed:
-                    # A relay that died may have published this row already: the worker looks
-                    # the request up at the agency before filing it.
-                    headers = dict(headers or {}, **{"x-maybe-sent": True})
-                try:
-                    publisher.publish(self.names.exchange(row.exchange), row.routing_key, row.body, headers)
-                except PublishNotConfirmed as exc:
-                    # Unroutable or refused: leave it unsent; the lease brings it back later.
-                    log.error("outbox row %s not confirmed: %s", row.id, exc,
-                              extra=correlation(row.body, row.headers))
-                    continue
-                sent.append(row.id)
-        finally:
-            if sent:
-                with self.engine.begin() as conn:
-                    records.mark_sent(conn, sent)
-                self.published += len(sent)
-        return len(sent)
+            records.mark_sent(conn, confirmed)
+            if limit <= 0:
+                return []
+            return records.claim_outbox(conn, limit=limit, lease=self.lease, reclaimed=reclaimed)
 
+
+class _Session:
+    """One broker connection's life: publish, settle confirms, mark sent, until stop or loss."""
+
+    def __init__(self, relay: Relay, url: str):
+        self.relay = relay
+        self.opened = False
+        self.window: ConfirmWindow | None = None
+        self.confirmed: list[int] = []
+        self.timer = None
+        self.timer_at = 0.0
+        self.closing = False
+        self.deadline: float | None = None  # when stopping: how long to wait for confirms
+        self.connection = pika.SelectConnection(
+            parameters(url, name="satupintu-relay"), on_open_callback=self._on_open,
+            on_open_error_callback=self._on_open_error, on_close_callback=self._on_close)
+        self.ioloop = self.connection.ioloop
+        self.error: BaseException | None = None
+
+    def run(self) -> None:
+        self.ioloop.start()
+        if self.error is not None:
+            raise self.error
+
+    # --- connection lifecycle --------------------------------------------------------
+
+    def _on_open(self, connection) -> None:
+        self.opened = True
+        connection.channel(on_open_callback=self._on_channel)
+
+    def _on_open_error(self, _connection, exc: BaseException) -> None:
+        self.error = BrokerUnavailable(f"relay could not connect: {exc!r}")
+        self.ioloop.stop()
+
+    def _on_close(self, _connection, reason: BaseException) -> None:
+        if not self.closing:
+            self.error = BrokerUnavailable(f"relay connection closed: {reason!r}")
+        self.ioloop.stop()
+
+    def _on_channel(self, channel) -> None:
+        channel.add_on_close_callback(self._on_channel_closed)
+        self.window = ConfirmWindow(channel, self._on_settled)
+        self.window.start(on_ready=lambda: self._wake(0))
+        listener = self.relay._listener
+        if listener and listener.fileno() is not None:
+            self.ioloop.add_handler(listener.fileno(), self._on_notify, self.ioloop.READ)
+
+    def _on_channel_closed(self, _channel, reason: BaseException) -> None:
+        if not self.closing:
+            log.warning("relay channel closed: %r", reason)
+            self.closing = True
+            self.error = BrokerUnavailable(f"relay channel closed: {reason!r}")
+            if self.connection.is_open:
+                self.connection.close()
+
+    # --- the cycle -------------------------------------------------------------------
+
+    def _wake(self, delay: float) -> None:
+        """Run ``_cycle`` after ``delay`` seconds, or sooner if already due sooner."""
+        due = time.monotonic() + delay
+        if self.timer is not None:
+            if self.timer_at <= due:
+                return
+            self.ioloop.remove_timeout(self.timer)
+        self.timer, self.timer_at = self.ioloop.call_later(delay, self._cycle), due
+
+    def _on_notify(self, fd, _events) -> None:
+        listener = self.relay._listener
+        listener.drain()
+        if listener.fileno() is None:
+            self.ioloop.remove_handler(fd)
+        self._wake(0)
+
+    def _on_settled(self, acked: list[Any], failed: list[Any]) -> None:
+        self.confirmed.extend(row.id for row in acked)
+        for row in failed:
+            # Unroutable or refused: left unsent; the lease brings it back later.
+            log.error("outbox row %s not confirmed (nack or no queue for %s / %s)", row.id, row.exchange,
+                      row.routing_key, extra=correlation(row.body, row.headers))
+        self._wake(0)
+
+    def _cycle(self) -> None:
+        self.timer = None
+        relay, window = self.relay, self.window
+        assert window is not None
+        stopping = relay.stopping.is_set()
+        room = 0 if stopping else relay.window - window.in_flight
+        limit = relay.batch if room >= relay.batch else 0
+        if limit and not self.confirmed and not relay.claimable():
+            limit = 0
+        rows: list[Any] = []
+        reclaimed: set[int] = set()
+        if self.confirmed or limit:
+            confirmed, self.confirmed = self.confirmed, []
+            try:
+                rows = relay.mark_and_claim(confirmed, limit, reclaimed)
+            except Exception:
+                self.confirmed = confirmed + self.confirmed  # try the marks again next cycle
+                log.exception("relay store transaction failed")
+                self._wake(1.0)
+                return
+            relay.published += len(confirmed)
+        for row in rows:
+            headers = row.headers
+            if row.id in reclaimed:
+                # A relay that died may have published this row already: the worker looks
+                # the request up at the agency before filing it.
+                headers = dict(headers or {}, **{"x-maybe-sent": True})
+            body = row.body
+            message_id = body.get("message_id") or body.get("event_id") or f"outbox-{row.id}"
+            window.publish(relay.names.exchange(row.exchange), row.routing_key, body, headers, row,
+                           message_id=message_id)
+        if stopping:
+            self._finish()
+        elif len(rows) == relay.batch:
+            self._wake(0)  # more is waiting
+        else:
+            self._wake(relay.idle_wait)
+
+    def _finish(self) -> None:
+        """Stopping: wait (a little) for the confirms in flight, mark them, then close."""
+        if self.deadline is None:
+            self.deadline = time.monotonic() + 5
+        if self.window is not None and self.window.in_flight and time.monotonic() < self.deadline:
+            self._wake(0.05)
+            return
+        self.closing = True
+        if self.connection.is_open:
+            self.connection.close()
+
+
+class _Listener:
+    """``LISTEN satupintu_outbox`` on a PostgreSQL connection of its own, for the relay's ioloop."""
+
+    def __init__(self, engine: Engine):
+        self.engine = engine
+        self.conn = None
+        try:
+            import psycopg
+            url = engine.url.set(drivername="postgresql")
+            self.conn = psycopg.connect(url.render_as_string(hide_password=False), autocommit=True)
+            self.conn.execute(f"LISTEN {records.OUTBOX_CHANNEL}")
+        except Exception as exc:  # noqa: BLE001 - polling still works without it
+            log.warning("no LISTEN/NOTIFY wake-up (polling instead): %r", exc)
+            self.conn = None
+
+    def fileno(self) -> int | None:
+        return self.conn.fileno() if self.conn is not None else None
+
+    def drain(self) -> None:
+        """Consume the notifications waiting on the socket; their content does not matter."""
+        if self.conn is None:
+            return
+        try:
+            ready, _, _ = select.select([self.conn.fileno()], [], [], 0)
+            if ready:
+                for _ in self.conn.notifies(timeout=0):
+                    pass
+        except Exception as exc:  # noqa: BLE001
+            log.warning("LISTEN connection failed (polling instead): %r", exc)
+            self.close()
+
+    def close(self) -> None:
+        if self.conn is not None:
+            try:
+                self.conn.close()
+            except Exception:  # noqa: BLE001
+                pass
+            self.conn = None

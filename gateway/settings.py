@@ -25,6 +25,10 @@ class Settings:
     bind: str = "127.0.0.1:8080"
     # Largest request body the gateway reads (413 beyond).
     max_body_bytes: int = 1_048_576
+    # Per-client rate limit, shared by every gateway process through the store (a token
+    # bucket): requests per second, and the burst a client may spend at once; 0 turns it off.
+    rate_limit: float = 100.0
+    rate_burst: int = 200
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -38,4 +42,20 @@ class Settings:
             namespace=env.get("SATUPINTU_NAMESPACE", defaults.namespace),
             bind=env.get("SATUPINTU_BIND", defaults.bind),
             max_body_bytes=int(env.get("SATUPINTU_MAX_BODY_BYTES", defaults.max_body_bytes)),
+            **_rate_limit(env.get("SATUPINTU_RATE_LIMIT"), defaults),
         )
+
+
+def _rate_limit(value: str | None, defaults: Settings) -> dict[str, float | int]:
+    """``SATUPINTU_RATE_LIMIT=RATE[:BURST]`` (requests per second per client); 0 turns it off."""
+    if not value or not value.strip():
+        return {"rate_limit": defaults.rate_limit, "rate_burst": defaults.rate_burst}
+    rate_text, _, burst_text = value.strip().partition(":")
+    try:
+        rate = float(rate_text)
+        burst = int(burst_text) if burst_text else max(1, int(rate * 2))
+    except ValueError:
+        raise ValueError(f"SATUPINTU_RATE_LIMIT={value!r}: expected RATE or RATE:BURST, e.g. 100:200") from None
+    if rate < 0 or burst < 1:
+        raise ValueError(f"SATUPINTU_RATE_LIMIT={value!r}: the rate must be >= 0 and the burst >= 1")
+    return {"rate_limit": rate, "rate_burst": burst}

@@ -13,9 +13,11 @@ import json
 import logging
 import threading
 import time
+from collections.abc import Callable
+from types import SimpleNamespace
 from typing import Any
 
-from sqlalchemy import Connection, Engine, insert, select, update
+from sqlalchemy import Connection, Engine, bindparam, insert, select, update
 from sqlalchemy.exc import OperationalError
 
 from broker.connection import CONNECTION_ERRORS, connect_with_backoff
@@ -49,8 +51,15 @@ def settle(conn: Connection, service: Service, app: Any, requests: list[Any], *,
         records.add_event(conn, application_id=app.id, type="application", status=combined.value, cause=cause)
         notifier.enqueue(conn, app, combined.value, cause=cause)
     else:
-        conn.execute(update(t.applications).where(t.applications.c.id == app.id).values(updated_at=records.now()))
+        conn.execute(_TOUCH_APPLICATION, {"app_id": app.id, "moment": records.now()})
     return combined.value
+
+
+# Built once: constructing a statement per event costs more than executing it.
+_TOUCH_APPLICATION = (update(t.applications).where(t.applications.c.id == bindparam("app_id"))
+                      .values(updated_at=bindparam("moment")))
+# The columns to set come from the parameters.
+_UPDATE_REQUEST = update(t.requests).where(t.requests.c.id == bindparam("request_row_id"))
 
 
 def apply_event(conn: Connection, catalog: Catalog, event: dict[str, Any]) -> bool:
@@ -62,8 +71,10 @@ def apply_event(conn: Connection, catalog: Catalog, event: dict[str, Any]) -> bo
         return False
     if conn.execute(select(t.events.c.id).where(t.events.c.event_id == event["event_id"])).first():
         return False  # a redelivered event: applied before
-    request = conn.execute(select(t.requests).where(t.requests.c.id == event["request_id"])).first()
-    if request is None or request.application_id != app.id:
+    # All of the application's requests in one read: the DAG needs them below anyway.
+    rows = records.request_rows(conn, app.id)
+    request = next((r for r in rows if r.id == event["request_id"]), None)
+    if request is None:
         log.warning("event %s for unknown request %s", event["event_id"], event["request_id"],
                     extra=correlation(event))
         return False
@@ -93,8 +104,13 @@ def apply_event(conn: Connection, catalog: Catalog, event: dict[str, Any]) -> bo
             values["reason"] = event.get("reason")
         if event.get("output"):
             values["output"] = event["output"]
+    elif event.get("reference") and not request.agency_reference and kind in _STATUS_EVENTS:
+        # Overtaken (several trackers apply events side by side, so a poll's or callback's
+        # "approved" can land before the worker's "accepted"): the status stays, but the
+        # agency's reference this event carries must not be lost.
+        values["agency_reference"] = event["reference"]
     if values:
-        conn.execute(update(t.requests).where(t.requests.c.id == request.id).values(**values))
+        conn.execute(_UPDATE_REQUEST, dict(values, request_row_id=request.id))
     records.add_event(conn, event_id=event["event_id"], application_id=app.id, request_id=request.id,
                       step=request.step, type=kind, status=new.value if changed else None, detail=detail,
                       cause=event.get("cause") or f"{kind} from {event.get('origin') or 'agency'}",
@@ -105,8 +121,9 @@ def apply_event(conn: Connection, catalog: Catalog, event: dict[str, Any]) -> bo
             _compensate(conn, catalog, app, request, event["reference"])
         return False
     service = catalog.services[app.service]
-    requests = release_ready_steps(conn, service, app, records.request_rows(conn, app.id),
-                                   cause=f"{request.step} {new.value}")
+    # The rows as they now are in the store, without reading them again.
+    rows = [SimpleNamespace(**dict(r._mapping, **values)) if r.id == request.id else r for r in rows]
+    requests = release_ready_steps(conn, service, app, rows, cause=f"{request.step} {new.value}")
     settle(conn, service, app, requests, cause=f"{request.step} {new.value}")
     return True
 
@@ -167,16 +184,28 @@ def _parse_time(value: str | None):
 
 
 class Tracker:
-    """Consumes ``<ns>.tracker`` (status events) and ``<ns>.dead`` (dead letters)."""
+    """Consumes ``<ns>.tracker`` (status events) and ``<ns>.dead`` (dead letters).
+
+    Events are applied in batches: the deliveries that arrived together (up to ``batch``)
+    are applied in one store transaction, then acknowledged with one
+    ``basic_ack(multiple=True)``.  The ack still follows the commit, so a crash replays the
+    batch and the event-id check ignores what was applied.  Within a batch the events are
+    ordered by application (stable, so one application's events keep their order): several
+    trackers then lock application rows in the same order and cannot deadlock.
+    """
 
     def __init__(self, engine: Engine, catalog: Catalog, *, amqp_urls: tuple[str, ...], namespace: str,
-                 prefetch: int = 200):
+                 prefetch: int = 200, batch: int = 50):
         self.engine = engine
         self.catalog = catalog
         self.urls = amqp_urls
         self.names = Names(namespace)
         self.prefetch = prefetch
+        # At most this many events per transaction: the store's write lock is held for the
+        # whole batch, and submissions queue behind it.
+        self.batch_size = batch
         self.stopping = threading.Event()
+        self._batch: list[tuple[int, str, Callable[[Connection], Any], dict[str, Any]]] = []
 
     def stop(self) -> None:
         self.stopping.set()
@@ -193,10 +222,13 @@ class Tracker:
                 channel.basic_consume(self.names.tracker, self._on_status)
                 channel.basic_consume(self.names.dead, self._on_dead)
                 while not self.stopping.is_set():
+                    # Returns once a burst of deliveries was dispatched (or after 0.5 s idle).
                     connection.process_data_events(time_limit=0.5)
+                    self._flush(channel)
             except CONNECTION_ERRORS + (BrokerUnavailable,) as exc:
                 log.warning("tracker lost the broker: %r; reconnecting", exc)
             finally:
+                self._batch.clear()  # unacked: the broker redelivers them
                 try:
                     if connection.is_open:
                         connection.close()
@@ -211,8 +243,10 @@ class Tracker:
             log.error("unreadable status event dropped: %r (%r)", raw[:200], exc)
             channel.basic_reject(method.delivery_tag, requeue=False)
             return
-        self._in_transaction(channel, method, lambda conn: apply_event(conn, self.catalog, event),
-                             ids=correlation(event, props.headers))
+        self._batch.append((method.delivery_tag, str(event["application_id"]),
+                            lambda conn: apply_event(conn, self.catalog, event), correlation(event, props.headers)))
+        if len(self._batch) >= self.batch_size:
+            self._flush(channel)
 
     def _on_dead(self, channel, method, props, raw: bytes) -> None:
         try:
@@ -224,22 +258,31 @@ class Tracker:
         message_id = props.message_id or body.get("message_id") or records.new_id("dead")
         headers = dict(props.headers or {})
         log.info("dead letter %s received", message_id, extra=correlation(body, headers))
-        self._in_transaction(channel, method,
-                             lambda conn: record_dead_letter(conn, self.catalog, body, headers, message_id),
-                             ids=correlation(body, headers))
+        self._batch.append((method.delivery_tag, str(body.get("application_id", "")),
+                            lambda conn: record_dead_letter(conn, self.catalog, body, headers, message_id),
+                            correlation(body, headers)))
+        if len(self._batch) >= self.batch_size:
+            self._flush(channel)
 
-    def _in_transaction(self, channel, method, work, ids: dict[str, Any] | None = None) -> None:
-        # The ack follows the commit: a crash in between replays the event, which the
-        # event-id check then ignores.
+    def _flush(self, channel) -> None:
+        """Apply the batch in one transaction, then ack every delivery in it at once."""
+        if not self._batch:
+            return
+        batch, self._batch = self._batch, []
+        ordered = sorted(batch, key=lambda item: item[1])
+        last_tag = max(tag for tag, *_ in batch)
         for attempt in range(5):
             try:
                 with self.engine.begin() as conn:
-                    work(conn)
+                    for _tag, _app, work, _ids in ordered:
+                        work(conn)
                 break
-            except OperationalError as exc:  # store busy or briefly away: try again
-                log.warning("store error applying event (attempt %d): %s", attempt + 1, exc, extra=ids or {})
+            except OperationalError as exc:  # store busy or briefly away (or a deadlock): try again
+                log.warning("store error applying %d event(s) (attempt %d): %s", len(batch), attempt + 1, exc,
+                            extra=batch[0][3])
                 time.sleep(0.2 * (attempt + 1))
         else:
-            channel.basic_nack(method.delivery_tag, requeue=True)
+            channel.basic_nack(last_tag, multiple=True, requeue=True)
             return
-        channel.basic_ack(method.delivery_tag)
+        # Every delivery of this channel up to last_tag is in the batch or already rejected.
+        channel.basic_ack(last_tag, multiple=True)

@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import base64
+import datetime as dt
 import json
+import re
 import time
 from typing import Any
 
-from flask import Blueprint, Response, request, stream_with_context, url_for
+from flask import Blueprint, Response, current_app, request, stream_with_context, url_for
 
 from .. import applications as apps
+from .. import privacy
 from ..domain.status import ApplicationStatus
 from ..store import records
 from .context import ctx, current_client, require
@@ -18,7 +21,24 @@ from .problems import TYPES, Problem
 bp = Blueprint("applications", __name__, url_prefix="/v1")
 
 MAX_PAGE = 100
+MAX_DEPTH = 32  # nesting of a request body; the service schemas need far less
+_ID = re.compile(r"[a-z]{2,8}_[0-9a-f]{32}")
 _BODY_KEYS = {"service", "data", "reference"}
+
+
+def raw_body() -> bytes:
+    """The request body, or 413 when it exceeds ``MAX_CONTENT_LENGTH``.
+
+    Werkzeug refuses a declared ``Content-Length`` that is too large, but a chunked body
+    (no length; the server sets ``wsgi.input_terminated``) is silently cut at the limit:
+    a body that fills the limit exactly is therefore taken as too large.
+    """
+    raw = request.get_data(cache=True)
+    most = current_app.config.get("MAX_CONTENT_LENGTH")
+    if most is not None and request.content_length is None and len(raw) >= most:
+        raise Problem(413, "Content Too Large", f"the body is larger than {most} bytes",
+                      type=TYPES + "too-large")
+    return raw
 
 
 def json_body() -> Any:
@@ -26,18 +46,61 @@ def json_body() -> Any:
     if not request.mimetype or request.mimetype != "application/json":
         raise Problem(415, "Unsupported Media Type", "send the body as application/json",
                       type=TYPES + "unsupported-media-type")
-    raw = request.get_data(cache=True)
+    raw = raw_body()
     try:
         text = raw.decode("utf-8")
     except UnicodeDecodeError as exc:
         raise Problem(400, "Bad Request", f"the body is not valid UTF-8 (byte {exc.start})",
                       type=TYPES + "malformed") from None
     try:
-        return json.loads(text)
+        body = json.loads(text)
     except RecursionError:
-        raise Problem(400, "Bad Request", "the body nests too deeply", type=TYPES + "malformed") from None
+        body = None
+        too_deep = True
     except ValueError as exc:
         raise Problem(400, "Bad Request", f"the body is not valid JSON: {exc}", type=TYPES + "malformed") from None
+    else:
+        too_deep = _depth_exceeds(body, MAX_DEPTH)
+    if too_deep:
+        raise Problem(400, "Bad Request", f"the body nests deeper than {MAX_DEPTH} levels", type=TYPES + "malformed")
+    return body
+
+
+def _depth_exceeds(value: Any, limit: int) -> bool:
+    """True when ``value`` nests more than ``limit`` arrays/objects deep (iterative: no recursion)."""
+    stack = [(value, 1)]
+    while stack:
+        node, depth = stack.pop()
+        if isinstance(node, dict | list):
+            if depth > limit:
+                return True
+            stack.extend((child, depth + 1) for child in (node.values() if isinstance(node, dict) else node))
+    return False
+
+
+def _check_id(app_id: str) -> None:
+    """Ids are ``app_<hex>``: anything else (traversal, SQL, NUL bytes) is simply not found."""
+    if not _ID.fullmatch(app_id):
+        raise Problem(404, "Not found", "no such application", type=TYPES + "not-found")
+
+
+def _owned(conn: Any, app_id: str) -> Any:
+    """The caller's application ``app_id``, or 404 (another client's id is not found either)."""
+    _check_id(app_id)
+    app = records.application_row(conn, app_id, client_id=current_client().id)
+    if app is None:
+        raise Problem(404, "Not found", f"no application {app_id}", type=TYPES + "not-found")
+    return app
+
+
+def _redacted(events: list[dict[str, Any]], app: Any) -> list[dict[str, Any]]:
+    """Events with the applicant's personal values (``x-pii`` fields) masked wherever they appear."""
+    service = ctx().catalog.services.get(app.service)
+    secrets = privacy.pii_values(app.data, service.input_schema) if service else set()
+    if not secrets:
+        return events
+    return [{**e, "detail": privacy.redact(e["detail"], secrets), "cause": privacy.redact(e["cause"], secrets)}
+            for e in events]
 
 
 def _check_envelope(body: Any) -> None:
@@ -55,7 +118,7 @@ def _check_envelope(body: Any) -> None:
     if not isinstance(body.get("data"), dict):
         errors.append({"path": "/data", "message": "required: an object"})
     reference = body.get("reference")
-    if reference is not None and (not isinstance(reference, str) or len(reference) > 200):
+    if reference is not None and (not isinstance(reference, str) or len(reference) > 200 or "\x00" in reference):
         errors.append({"path": "/reference", "message": "must be a string of at most 200 characters"})
     if errors:
         raise Problem(422, "Validation failed", "the request does not match the schema", type=TYPES + "validation",
@@ -81,6 +144,7 @@ def submit() -> Response:
 @bp.get("/applications/<app_id>")
 @require("read")
 def read(app_id: str) -> Response:
+    _check_id(app_id)
     c = ctx()
     return _json(apps.read(c.engine, c.catalog, current_client(), app_id))
 
@@ -98,17 +162,22 @@ def list_() -> Response:
     status = request.args.get("status")
     if status is not None and status not in {s.value for s in ApplicationStatus}:
         raise Problem(400, "Bad Request", f"unknown status {status[:50]!r}", type=TYPES + "malformed")
+    service = request.args.get("service")
+    if service is not None and service not in c.catalog.services:
+        raise Problem(400, "Bad Request", f"unknown service {service[:100]!r}", type=TYPES + "malformed")
     after = None
     cursor = request.args.get("cursor")
     if cursor:
         try:
             created, app_id = json.loads(base64.urlsafe_b64decode(cursor.encode()))
+            dt.datetime.fromisoformat(str(created).replace("Z", "+00:00"))
+            _check_id(str(app_id))
             after = (str(created), str(app_id))
-        except (ValueError, TypeError):
+        except (ValueError, TypeError, Problem):
             raise Problem(400, "Bad Request", "cursor is not valid", type=TYPES + "malformed") from None
     with c.engine.connect().execution_options(readonly=True) as conn:
         rows = records.list_applications(conn, current_client().id, status=status,
-                                         service=request.args.get("service"), after=after, limit=limit + 1)
+                                         service=service, after=after, limit=limit + 1)
         items = []
         for app in rows[:limit]:
             service = c.catalog.services.get(app.service)
@@ -126,9 +195,8 @@ def list_() -> Response:
 def history(app_id: str) -> Response:
     c = ctx()
     with c.engine.connect().execution_options(readonly=True) as conn:
-        if records.application_row(conn, app_id, client_id=current_client().id) is None:
-            raise Problem(404, "Not found", f"no application {app_id}", type=TYPES + "not-found")
-        return _json({"application_id": app_id, "events": records.history(conn, app_id)})
+        app = _owned(conn, app_id)
+        return _json({"application_id": app_id, "events": _redacted(records.history(conn, app_id), app)})
 
 
 @bp.get("/applications/<app_id>/events")
@@ -136,15 +204,18 @@ def history(app_id: str) -> Response:
 def events(app_id: str) -> Response:
     """Server-sent events: every event of the application, live; resumable with Last-Event-ID."""
     c = ctx()
-    client = current_client()
     with c.engine.connect().execution_options(readonly=True) as conn:
-        if records.application_row(conn, app_id, client_id=client.id) is None:
-            raise Problem(404, "Not found", f"no application {app_id}", type=TYPES + "not-found")
+        app = _owned(conn, app_id)
     try:
         last = int(request.headers.get("Last-Event-ID") or request.args.get("last_event_id") or 0)
     except ValueError:
         last = 0
-    max_seconds = min(float(request.args.get("timeout", 300) or 300), 3600)
+    try:
+        max_seconds = float(request.args.get("timeout", 300) or 300)
+    except ValueError:
+        raise Problem(400, "Bad Request", "timeout must be a number of seconds", type=TYPES + "malformed") from None
+    if not 0 <= max_seconds <= 3600:  # also refuses NaN
+        raise Problem(400, "Bad Request", "timeout must be between 0 and 3600 seconds", type=TYPES + "malformed")
 
     def stream():
         nonlocal last
@@ -154,7 +225,7 @@ def events(app_id: str) -> Response:
             with c.engine.connect().execution_options(readonly=True) as conn:
                 new = records.history(conn, app_id, after_id=last)
                 status = records.application_row(conn, app_id).status
-            for event in new:
+            for event in _redacted(new, app):
                 last = event["id"]
                 yield f"id: {event['id']}\nevent: {event['type']}\ndata: {json.dumps(event)}\n\n"
             if new:
@@ -177,6 +248,7 @@ def events(app_id: str) -> Response:
 @bp.post("/applications/<app_id>/cancel")
 @require("submit")
 def cancel(app_id: str) -> Response:
+    _check_id(app_id)
     c = ctx()
     return _json(apps.cancel(c.engine, c.catalog, current_client(), app_id), status=202)
 

@@ -18,13 +18,18 @@ from .. import signatures
 from ..domain.errors import ConfigError
 from ..store import records
 from ..store import tables as t
-from .applications import json_body
+from .applications import json_body, raw_body
 from .context import ctx
 from .problems import TYPES, Problem
 
 bp = Blueprint("callbacks", __name__, url_prefix="/v1")
 
 _STATUSES = {"accepted", "approved", "rejected", "cancelled"}
+_OPTIONAL = {"reference": 200, "reason": 2000}  # the store's column sizes
+
+
+def _text(value: object, most: int, least: int = 0) -> bool:
+    return isinstance(value, str) and least <= len(value) <= most and "\x00" not in value
 
 
 @bp.post("/agencies/<agency_id>/callbacks")
@@ -38,7 +43,7 @@ def callback(agency_id: str) -> Response:
         secret = agency.callback_secret()
     except ConfigError:
         raise Problem(503, "Service Unavailable", "callbacks of this agency are not configured") from None
-    raw = request.get_data(cache=True)
+    raw = raw_body()
     problem = signatures.verify(secret, raw, header) if header else "the X-Satupintu-Signature header is missing"
     if problem:
         raise Problem(401, "Unauthorized", problem, type=TYPES + "bad-signature")
@@ -47,13 +52,13 @@ def callback(agency_id: str) -> Response:
     if not isinstance(body, dict):
         body = {}
         errors.append({"path": "/", "message": "must be an object"})
-    if not isinstance(body.get("request_id"), str):
-        errors.append({"path": "/request_id", "message": "required: a string"})
-    if body.get("status") not in _STATUSES:
+    if not _text(body.get("request_id"), 64, least=1):
+        errors.append({"path": "/request_id", "message": "required: a string of at most 64 characters"})
+    if not isinstance(body.get("status"), str) or body["status"] not in _STATUSES:
         errors.append({"path": "/status", "message": f"required: one of {', '.join(sorted(_STATUSES))}"})
-    for field in ("reference", "reason"):
-        if body.get(field) is not None and not isinstance(body[field], str):
-            errors.append({"path": f"/{field}", "message": "must be a string"})
+    for field, most in _OPTIONAL.items():
+        if body.get(field) is not None and not _text(body[field], most):
+            errors.append({"path": f"/{field}", "message": f"must be a string of at most {most} characters"})
     if errors:
         raise Problem(422, "Validation failed", "the callback does not match the schema", type=TYPES + "validation",
                       errors=errors)

@@ -13,6 +13,7 @@ from sqlalchemy import Engine
 from .. import clients
 from ..catalog import Catalog
 from ..settings import Settings
+from . import ratelimit
 from .problems import TYPES, Problem
 
 
@@ -52,15 +53,30 @@ def authenticate() -> clients.Client:
     return client
 
 
+def limit(client: clients.Client) -> None:
+    """429 when ``client`` has spent its rate limit (``SATUPINTU_RATE_LIMIT``), in every process."""
+    settings = ctx().settings
+    if settings.rate_limit <= 0:
+        return
+    verdict = ratelimit.take(ctx().engine, client.id, rate=settings.rate_limit, burst=settings.rate_burst)
+    if not verdict.allowed:
+        raise Problem(429, "Too Many Requests",
+                      f"this client may make {settings.rate_limit:g} requests a second (bursts of "
+                      f"{settings.rate_burst}); retry after {verdict.retry_after} s",
+                      type=TYPES + "rate-limited", headers={"Retry-After": str(verdict.retry_after)})
+
+
 def require(scope: str) -> Callable:
-    """View decorator: a valid key with ``scope``; the client is then ``g.client``."""
+    """View decorator: a valid key with ``scope``, within its rate limit; the client is then ``g.client``."""
     def decorate(view: Callable) -> Callable:
         @functools.wraps(view)
         def wrapper(*args: Any, **kwargs: Any) -> Any:
             client = authenticate()
+            limit(client)
             if scope not in client.scopes:
                 raise Problem(403, "Forbidden", f"this key lacks the {scope!r} scope", type=TYPES + "forbidden")
             g.client = client
             return view(*args, **kwargs)
+        wrapper.required_scope = scope  # type: ignore[attr-defined]  # read by the authorisation tests
         return wrapper
     return decorate

@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from flask import Flask, Response, json
+from flask import Flask, Response, json, request
 from werkzeug.exceptions import HTTPException
 
 from ..domain.errors import Conflict, NotFound, ValidationFailed
@@ -37,7 +37,24 @@ def problem_response(status: int, title: str, detail: str, *, type: str = "about
     return response
 
 
+_FORMS = ("application/x-www-form-urlencoded", "multipart/form-data")
+
+
+def refuse_nul_bytes() -> Response | None:
+    """400 for a NUL byte in the path, the query or a form: no store keeps one (PostgreSQL
+    refuses them in text), so they are turned away before any view sees them."""
+    values = [request.path, *request.args.keys(), *request.args.values()]
+    if request.mimetype in _FORMS:
+        values += [*request.form.keys(), *request.form.values()]
+    if any("\x00" in v for v in values):
+        return problem_response(400, "Bad Request", "NUL bytes are not allowed in paths, queries or forms",
+                                type=TYPES + "malformed")
+    return None
+
+
 def install(app: Flask) -> None:
+    app.before_request(refuse_nul_bytes)
+
     @app.errorhandler(Problem)
     def _problem(exc: Problem) -> Response:
         return problem_response(exc.status, exc.title, exc.detail, type=exc.type, errors=exc.errors,

@@ -27,9 +27,14 @@ def _webhooks(conn: Connection) -> None:
     tables.webhooks.create(conn)
 
 
+def _rate_limits(conn: Connection) -> None:
+    tables.rate_limits.create(conn)
+
+
 MIGRATIONS: list[tuple[int, str, Callable[[Connection], None]]] = [
     (1, "clients, applications, requests, outbox, events, dead letters, callback signatures", _initial),
     (2, "webhook deliveries", _webhooks),
+    (3, "per-client rate limit buckets", _rate_limits),
 ]
 
 LATEST = MIGRATIONS[-1][0]

@@ -8,6 +8,7 @@ from sqlalchemy import (
     Boolean,
     Column,
     DateTime,
+    Float,
     ForeignKey,
     Index,
     Integer,
@@ -145,4 +146,14 @@ webhooks = Table(
     Column("last_error", Text),
     Column("created_at", DateTime(timezone=True), nullable=False),
     Index("ix_webhooks_due", "delivered_at", "next_attempt_at"),
+)
+
+# The per-client token bucket of the API rate limit (gateway/api/ratelimit.py): one row
+# per client, updated by one UPSERT per request, shared by every gateway process.
+rate_limits = Table(
+    "rate_limits", metadata,
+    Column("client_id", String(40), primary_key=True),
+    Column("tokens", Float, nullable=False),
+    Column("updated_at", Float, nullable=False),  # unix seconds
+    Column("allowed", Integer, nullable=False),  # 1 when the last request was let through
 )
