@@ -8,6 +8,7 @@ import time
 from flask import Blueprint, Response, json
 from sqlalchemy import text
 
+from broker.breaker import states as breaker_states
 from broker.connection import connect
 
 from ..domain.errors import BrokerUnavailable
@@ -51,5 +52,10 @@ def readyz() -> Response:
     ok, detail = _broker_ready()
     checks["broker"] = {"ok": ok, "detail": detail}
     ready = all(c["ok"] for c in checks.values())
-    return Response(json.dumps({"status": "ready" if ready else "not ready", "checks": checks}),
+    # Circuit breakers as this machine's workers report them: detail for operators, not a
+    # readiness condition (one agency being down must not take the gateway out of service).
+    circuits = {agency: "closed" for agency in ctx().catalog.agencies}
+    circuits.update(breaker_states())
+    return Response(json.dumps({"status": "ready" if ready else "not ready", "checks": checks,
+                                "circuits": circuits}),
                     status=200 if ready else 503, mimetype="application/json")
