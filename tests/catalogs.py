@@ -14,17 +14,6 @@ import yaml
 
 REPO = Path(__file__).resolve().parents[1]
 
-# How each sandbox agency answers "did request <id> go through?" (REST: a GET by request id;
-# the SOAP agencies' lookup operations are in the demo catalog already).
-REST_LOOKUPS = {
-    "company-registry": {"method": "GET", "path": "/companies?request_id={request_id}",
-                         "response": {"reference": "company_number", "status": "status", "reason": "reason",
-                                      "output": "{company_number: company_number}"}},
-    "municipality": {"method": "GET", "path": "/permits?request_id={request_id}",
-                     "response": {"reference": "permit_id", "status": "status", "reason": "reason"}},
-}
-
-
 def reliability_catalog(folder: Path, *, retry: dict[str, Any] | None = None,
                         breaker: dict[str, Any] | None = None, poll: dict[str, Any] | None = None,
                         per_agency: dict[str, dict[str, Any]] | None = None) -> Path:
@@ -43,9 +32,6 @@ def reliability_catalog(folder: Path, *, retry: dict[str, Any] | None = None,
         doc["timeouts"] = {"connect": 2, "read": 10}
         if doc.get("decisions") == "poll":
             doc["poll"] = dict(poll or {"interval": 0.2, "backoff": 2, "max_interval": 2, "deadline": 600})
-        for operation in doc["operations"].values():
-            if "lookup" not in operation and doc["id"] in REST_LOOKUPS:
-                operation["lookup"] = REST_LOOKUPS[doc["id"]]
         if any("lookup" in op for op in doc["operations"].values()):
             doc["idempotency"] = dict(doc.get("idempotency") or {}, lookup_before_resend=True)
         doc.update((per_agency or {}).get(doc["id"], {}))
