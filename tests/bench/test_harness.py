@@ -1,0 +1,71 @@
+"""The benchmark harness runs end to end and reports sane fields (never a timing: that is bench's job)."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pika
+import pytest
+
+REPO = Path(__file__).resolve().parents[2]
+AMQP_URL = os.environ.get("SATUPINTU_AMQP_URL", "amqp://guest:guest@127.0.0.1:5672/%2F")
+
+pytestmark = pytest.mark.integration
+
+
+def _bench(*args: str) -> dict:
+    run = subprocess.run([sys.executable, "-m", "bench", *args, "--json"], cwd=REPO, capture_output=True,
+                         text=True, timeout=280, env={k: v for k, v in os.environ.items()
+                                                      if not k.startswith("SATUPINTU_")} | {
+                             "SATUPINTU_AMQP_URL": AMQP_URL})
+    assert run.returncode == 0, run.stderr[-3000:]
+    return json.loads(run.stdout)
+
+
+def _queue_exists(name: str) -> bool:
+    connection = pika.BlockingConnection(pika.URLParameters(AMQP_URL))
+    try:
+        connection.channel().queue_declare(name, passive=True)
+        return True
+    except pika.exceptions.ChannelClosedByBroker:
+        return False
+    finally:
+        if connection.is_open:
+            connection.close()
+
+
+def test_fast_with_twenty_bundles_reports_every_field_and_cleans_up():
+    report = _bench("fast", "-n", "20", "-c", "4")
+    assert report["machine"]["nproc"] >= 1
+    (result,) = report["results"]
+    assert result["scenario"] == "fast"
+    assert result["submit"]["requests"] == 20 and result["submit"]["errors"] == 0
+    assert result["end_to_end"]["bundles"] == 20
+    assert result["end_to_end"]["statuses"] == {"completed": 20}
+    assert not result["end_to_end"]["timed_out"]
+    for figure in (result["submit"]["per_second"], result["end_to_end"]["per_second"],
+                   result["submit"]["p99_ms"], result["end_to_end"]["p50_ms"]):
+        assert figure > 0
+    assert result["submit"]["p50_ms"] <= result["submit"]["p99_ms"]
+    # Three parallel steps: one dispatch, one "sent" and one outcome message each.
+    assert result["messages_per_bundle"] == 9
+    for role in ("gateway", "relay", "tracker", "worker", "sandbox"):
+        assert result["processes"][role]["peak_rss_mb"] > 0
+    assert result["cpu_ms_per_bundle"] > 0
+    # The run's namespace is gone from the broker.
+    assert result["namespace"] and not _queue_exists(f"{result['namespace']}.tracker")
+
+
+def test_relay_and_big_store_scaled_down_report_their_figures():
+    report = _bench("relay", "big-store", "--relay-messages", "300", "--big-store-rows", "3000",
+                    "--lookups", "50")
+    relay, store = report["results"]
+    assert relay["relay"]["messages"] == 300 and relay["relay"]["per_second"] > 0
+    assert store["stored"] == 3000
+    assert store["lookup_small"]["requests"] == 50 and store["lookup_big"]["requests"] == 50
+    assert store["lookup_small"]["errors"] == store["lookup_big"]["errors"] == 0
+    assert store["p99_ratio"] > 0
