@@ -12,16 +12,15 @@ from __future__ import annotations
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
 import time
-import urllib.error
-import urllib.request
 import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
+
+from gateway.supervisor import free_port, wait_http
 
 REPO = Path(__file__).resolve().parents[1]
 BENCH_CATALOG = Path(__file__).resolve().parent / "catalog"
@@ -29,28 +28,6 @@ DEMO_CATALOG = REPO / "config"
 DEMO_AGENCIES = ("company-registry", "municipality", "tax-office", "social-security")
 BENCH_AGENCIES = ("registry-a", "registry-b", "registry-c")
 DEFAULT_AMQP = "amqp://guest:guest@127.0.0.1:5672/%2F"
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def wait_http(url: str, timeout: float, alive=lambda: True) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline and alive():
-        try:
-            with urllib.request.urlopen(url, timeout=2) as response:
-                if response.status < 500:
-                    return True
-        except urllib.error.HTTPError as exc:
-            if exc.code < 500:
-                return True
-        except OSError:
-            pass
-        time.sleep(0.1)
-    return False
 
 
 class StackError(RuntimeError):

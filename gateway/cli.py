@@ -7,7 +7,6 @@ import json
 import os
 import secrets
 import signal
-import socket
 import sys
 import threading
 import time
@@ -147,34 +146,12 @@ def cmd_sandbox(args: argparse.Namespace) -> int:
 
 # --- run: the whole system in one process tree -------------------------------------------
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def _wait_http(url: str, timeout: float, alive=lambda: True) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline and alive():
-        try:
-            with urllib.request.urlopen(url, timeout=2) as response:
-                if response.status < 500:
-                    return True
-        except urllib.error.HTTPError as exc:
-            if exc.code < 500:
-                return True
-        except OSError:
-            pass
-        time.sleep(0.2)
-    return False
-
-
 def cmd_run(args: argparse.Namespace) -> int:
     from . import clients
     from .logs import configure
     from .store import make_engine
     from .store.migrations import upgrade
-    from .supervisor import Child, Supervisor, child_env, role_argv
+    from .supervisor import Child, Supervisor, child_env, free_port, role_argv, wait_http
     configure("supervisor")
     settings = _settings()
     extra: dict[str, str] = {}
@@ -182,7 +159,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     gateway_url = f"http://{host}:{settings.bind.rsplit(':', 1)[1]}"
     sandbox_child = None
     if args.demo:
-        ports = {agency: _free_port() for agency in SANDBOX_AGENCIES}
+        ports = {agency: free_port() for agency in SANDBOX_AGENCIES}
         secret = secrets.token_hex(16)
         for agency, port in ports.items():
             extra[f"SATUPINTU_SANDBOX_{agency.upper().replace('-', '_')}_URL"] = f"http://127.0.0.1:{port}"
@@ -207,11 +184,11 @@ def cmd_run(args: argparse.Namespace) -> int:
     try:
         if args.demo:
             gateway = children[1]
-            if not _wait_http(f"{gateway_url}/healthz", 60, alive=lambda: not supervisor.stopping):
+            if not wait_http(f"{gateway_url}/healthz", 60, alive=lambda: not supervisor.stopping):
                 print("the gateway did not come up within 60 s", file=sys.stderr)
                 return 1
             for agency in SANDBOX_AGENCIES:
-                _wait_http(extra[f"SATUPINTU_SANDBOX_{agency.upper().replace('-', '_')}_URL"] + "/_sandbox/stats", 30)
+                wait_http(extra[f"SATUPINTU_SANDBOX_{agency.upper().replace('-', '_')}_URL"] + "/_sandbox/stats", 30)
             with engine.begin() as conn:
                 name = f"demo-{secrets.token_hex(3)}"
                 _client, key = clients.create(conn, name, list(clients.SCOPES))

@@ -2,16 +2,13 @@
 
 from __future__ import annotations
 
-import socket
 import time
 
 import pytest
 
+from gateway.supervisor import free_port
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+__all__ = ["free_port", "wait_until"]
 
 
 def wait_until(predicate, timeout: float, interval: float = 0.2, message: str = "condition"):
