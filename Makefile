@@ -4,7 +4,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-stamp
 
-.PHONY: demo test test-fast lint bench venv rabbitmq clean
+.PHONY: demo test test-postgresql test-fast lint bench venv rabbitmq browser clean
 
 venv: $(STAMP)
 
@@ -22,9 +22,30 @@ demo: venv rabbitmq
 	$(BIN)/satupintu db upgrade
 	$(BIN)/satupintu run --demo
 
-## Every test: unit, integration (real RabbitMQ), end to end (real processes).
-test: venv rabbitmq
-	$(BIN)/pytest -q -p no:cacheprovider $(PYTEST_ARGS)
+## Debian's chromium for the browser tests (Playwright cannot download one here); root + apt-get only.
+browser:
+	@command -v chromium >/dev/null 2>&1 || { [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1 \
+	  && (apt-get update && apt-get install -y chromium) \
+	  || echo "chromium missing: the browser tests will skip (apt-get install chromium)"; }
+
+## Every test: unit, integration (real RabbitMQ), end to end (real processes), browser.
+## Each folder of tests in a pytest process of its own (scripts/pytest-each says why);
+## PYTEST_ARGS go to every one, e.g. PYTEST_ARGS='-m "not cluster"'; TEST_DIRS picks folders.
+TEST_DIRS ?= $(sort $(dir $(wildcard tests/*/test_*.py)))
+test: venv rabbitmq browser
+	@status=0; scripts/pytest-each $(BIN)/pytest $(TEST_DIRS) -- $(PYTEST_ARGS) || status=1; \
+	  $(MAKE) --no-print-directory test-postgresql || status=1; exit $$status
+
+## The tests that touch the store, again on PostgreSQL (a fresh database per test). Without a
+## PostgreSQL this pass is skipped with a message, unless SATUPINTU_REQUIRE_POSTGRESQL=1 (CI).
+## tests/scale is not repeated: it runs on PostgreSQL in the first pass already.
+PG_TESTS ?= $(wildcard tests/api tests/e2e tests/integration tests/ops tests/security tests/workflow)
+test-postgresql: venv rabbitmq
+	@if scripts/ensure-postgresql $(BIN)/python; then \
+	  echo "=== again on PostgreSQL: $(PG_TESTS)"; \
+	  SATUPINTU_TEST_DATABASE=postgresql scripts/pytest-each $(BIN)/pytest $(PG_TESTS) -- $(PYTEST_ARGS); \
+	elif [ "$${SATUPINTU_REQUIRE_POSTGRESQL:-}" = 1 ]; then exit 1; \
+	else echo "--- no PostgreSQL: the PostgreSQL pass is skipped"; fi
 
 ## Unit tests only: no broker, no servers.
 test-fast: venv

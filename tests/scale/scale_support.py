@@ -1,0 +1,403 @@
+"""Helpers of the scale tests: a PostgreSQL database of one's own, a fleet of role processes,
+the sandbox, bulk submission, and a RabbitMQ cluster started and stopped by the test.
+
+Imported as ``scale_support`` (no ``conftest.py`` here, so that ``from conftest import``
+in other folders keeps finding ``tests/conftest.py``).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import secrets
+import shutil
+import signal
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pytest
+import requests
+from support import free_port, wait_until
+
+PG_ADMIN = os.environ.get("SATUPINTU_TEST_PG_ADMIN", "postgresql://postgres@127.0.0.1:5432/postgres")
+SANDBOX_AGENCIES = ("company-registry", "municipality", "tax-office", "social-security")
+TERMINAL = {"completed", "rejected", "failed", "cancelled"}
+
+
+# --- PostgreSQL --------------------------------------------------------------------------
+
+def postgres_problem() -> str | None:
+    """Why no PostgreSQL can be used here, or None when it can."""
+    try:
+        import psycopg
+    except ImportError:
+        return "psycopg is not installed (pip install -e '.[postgres]')"
+    try:
+        with psycopg.connect(PG_ADMIN, autocommit=True, connect_timeout=3) as conn:
+            conn.execute("SELECT 1")
+    except psycopg.Error as exc:
+        return f"no PostgreSQL answers at {PG_ADMIN} (SATUPINTU_TEST_PG_ADMIN): {exc}"
+    return None
+
+
+def require_postgres() -> None:
+    """Skip without a PostgreSQL; fail instead when CI says one must be there."""
+    problem = postgres_problem()
+    if problem is None:
+        return
+    if os.environ.get("SATUPINTU_REQUIRE_POSTGRESQL") == "1":
+        pytest.fail(problem)
+    pytest.skip(problem)
+
+
+@contextmanager
+def postgres_database() -> Iterator[str]:
+    """A fresh database on the local server; its SQLAlchemy URL; dropped afterwards."""
+    import psycopg
+    require_postgres()
+    name = "sp_scale_" + uuid.uuid4().hex[:12]
+    with psycopg.connect(PG_ADMIN, autocommit=True) as conn:
+        conn.execute(f'CREATE DATABASE "{name}"')
+    try:
+        yield PG_ADMIN.rsplit("/", 1)[0].replace("postgresql://", "postgresql+psycopg://") + f"/{name}"
+    finally:
+        with psycopg.connect(PG_ADMIN, autocommit=True) as conn:
+            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+# --- processes ---------------------------------------------------------------------------
+
+@dataclass
+class Fleet:
+    """Named processes, each in its own session with its own log file."""
+
+    logs: Path
+    procs: dict[str, subprocess.Popen] = field(default_factory=dict)
+
+    def start(self, name: str, argv: list[str], env: dict[str, str]) -> subprocess.Popen:
+        log = (self.logs / f"{name}.log").open("ab")
+        self.procs[name] = subprocess.Popen(argv, env=env, stdout=log, stderr=subprocess.STDOUT,
+                                            start_new_session=True)
+        return self.procs[name]
+
+    def role(self, name: str, role: str, env: dict[str, str], *args: str) -> subprocess.Popen:
+        return self.start(name, [sys.executable, "-m", "gateway.cli", role, *args], env)
+
+    def check_alive(self) -> None:
+        for name, proc in self.procs.items():
+            if proc.poll() is not None:
+                pytest.fail(f"{name} exited with {proc.returncode}:\n{self.tail()}")
+
+    def stop(self, name: str, sig: int = signal.SIGTERM, timeout: float = 15) -> None:
+        proc = self.procs[name]
+        if proc.poll() is not None:
+            return
+        try:
+            os.killpg(proc.pid, sig)
+            proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+        except ProcessLookupError:
+            pass
+
+    def stop_all(self) -> None:
+        for name in self.procs:
+            self.stop(name)
+
+    def tail(self, lines: int = 25) -> str:
+        out = []
+        for path in sorted(self.logs.glob("*.log")):
+            text = path.read_text(errors="replace").splitlines()[-lines:]
+            out.append(f"--- {path.name}\n" + "\n".join(text))
+        return "\n".join(out)
+
+
+def start_sandbox(fleet: Fleet, urls: dict[str, str], env: dict[str, str], *, callback_url: str,
+                  decision_delay: float = 0.2) -> None:
+    ports = [f"--{agency}-port={url.rsplit(':', 1)[1]}" for agency, url in urls.items()]
+    fleet.start("sandbox", [sys.executable, "-m", "sandbox", *ports, f"--decision-delay={decision_delay}",
+                            f"--callback-url={callback_url}",
+                            f"--callback-secret={env['SATUPINTU_MUNICIPALITY_SECRET']}"], env)
+
+    def up() -> bool:
+        fleet.check_alive()
+        try:
+            return all(requests.get(u + "/_sandbox/stats", timeout=1).ok for u in urls.values())
+        except requests.RequestException:
+            return False
+    wait_until(up, 30, message="the sandbox agencies")
+
+
+def wait_ready(fleet: Fleet, gateway_urls: list[str], timeout: float = 60) -> None:
+    def up() -> bool:
+        fleet.check_alive()
+        try:
+            return all(requests.get(u + "/readyz", timeout=1).ok for u in gateway_urls)
+        except requests.RequestException:
+            return False
+    wait_until(up, timeout, message="every gateway to be ready")
+
+
+def sandbox_stats(urls: dict[str, str]) -> dict[str, dict[str, Any]]:
+    return {agency: requests.get(url + "/_sandbox/stats", timeout=5).json() for agency, url in urls.items()}
+
+
+# --- bundles -----------------------------------------------------------------------------
+
+def bundle(example: dict[str, Any], i: int, tag: str = "") -> dict[str, Any]:
+    import copy
+    body = copy.deepcopy(example)
+    body["data"]["company"]["name"] = f"PT Skala {tag}{i:05d}"
+    body["reference"] = f"SCALE-{tag}{i:05d}"
+    return body
+
+
+def submit_all(gateway_urls: list[str], key: str, bodies: list[dict[str, Any]], threads: int = 12) -> list[str]:
+    """POST every body (round robin over the gateways, ``threads`` at a time); the ids, in order.
+
+    A connection error is retried with the same ``Idempotency-Key``, so it cannot file twice."""
+    def one(i: int) -> str:
+        idem = uuid.uuid4().hex
+        headers = {"Authorization": f"Bearer {key}", "Idempotency-Key": idem}
+        for attempt in range(5):
+            url = gateway_urls[(i + attempt) % len(gateway_urls)]
+            try:
+                response = requests.post(url + "/v1/applications", json=bodies[i], headers=headers, timeout=30)
+            except requests.ConnectionError:
+                time.sleep(0.5)
+                continue
+            assert response.status_code == 202, response.text
+            return response.json()["id"]
+        pytest.fail(f"no gateway took bundle {i}")
+    with ThreadPoolExecutor(threads) as pool:
+        return list(pool.map(one, range(len(bodies))))
+
+
+def undecided(engine, ids: list[str]) -> int:
+    """How many of ``ids`` are not decided yet (read straight from the store)."""
+    from sqlalchemy import func, select
+
+    from gateway.store import tables as t
+    with engine.connect() as conn:
+        decided = conn.execute(select(func.count()).select_from(t.applications).where(
+            t.applications.c.id.in_(ids), t.applications.c.status.in_(TERMINAL))).scalar()
+    return len(ids) - decided
+
+
+def step_outcomes_missing(engine, ids: list[str]) -> list[str]:
+    """Problems with the histories: each approved step must have its status events recorded."""
+    from sqlalchemy import select
+
+    from gateway.store import tables as t
+    problems = []
+    with engine.connect() as conn:
+        approved = {(r.application_id, r.id) for r in conn.execute(
+            select(t.requests.c.application_id, t.requests.c.id).where(
+                t.requests.c.application_id.in_(ids), t.requests.c.status == "approved"))}
+        seen = {(r.application_id, r.request_id) for r in conn.execute(
+            select(t.events.c.application_id, t.events.c.request_id).where(
+                t.events.c.application_id.in_(ids), t.events.c.status == "approved"))}
+        completed = {r.application_id for r in conn.execute(
+            select(t.events.c.application_id).where(t.events.c.application_id.in_(ids),
+                                                    t.events.c.type == "application",
+                                                    t.events.c.status == "completed"))}
+    for pair in sorted(approved - seen):
+        problems.append(f"application {pair[0]}: no 'approved' event for request {pair[1]}")
+    for app_id in sorted(set(ids) - completed):
+        problems.append(f"application {app_id}: no 'completed' event")
+    return problems
+
+
+# --- a RabbitMQ cluster of our own ----------------------------------------------------------
+
+RABBITMQ_SERVER = "/usr/lib/rabbitmq/bin/rabbitmq-server"
+RABBITMQCTL = "/usr/lib/rabbitmq/bin/rabbitmqctl"
+
+
+def rabbitmq_problem() -> str | None:
+    """Why a cluster of our own cannot be started here, or None."""
+    for path in (RABBITMQ_SERVER, RABBITMQCTL):
+        if not os.access(path, os.X_OK):
+            return f"{path} is not installed (apt-get install rabbitmq-server)"
+    if shutil.which("erl") is None:
+        return "erl is not on PATH (the Erlang runtime of rabbitmq-server)"
+    return None
+
+
+@dataclass
+class Node:
+    name: str
+    amqp_port: int
+    dist_port: int
+    env: dict[str, str]
+    process: subprocess.Popen | None = None
+
+    @property
+    def url(self) -> str:
+        return f"amqp://guest:guest@127.0.0.1:{self.amqp_port}/%2F"
+
+
+class RabbitCluster:
+    """Three RabbitMQ nodes on this machine, clustered; nothing shared with the default node.
+
+    Each node has its own name (``sp-<random>-N@localhost``), AMQP and distribution ports,
+    data, log and config files under ``folder``, and an Erlang cookie of its own in a
+    private ``HOME`` (the default node's cookie is never read).  Started with
+    ``rabbitmq-server`` in the foreground (its own session, so it can be stopped by group),
+    joined with ``rabbitmqctl join_cluster``.
+    """
+
+    def __init__(self, folder: Path, size: int = 3):
+        self.folder = folder
+        self.home = folder / "home"
+        self.home.mkdir(parents=True)
+        cookie = self.home / ".erlang.cookie"
+        cookie.write_text(secrets.token_hex(20))
+        cookie.chmod(0o400)
+        tag = f"sp-{secrets.token_hex(3)}"
+        self.nodes = [self._node(f"{tag}-{i}@localhost", folder / f"node{i}") for i in range(1, size + 1)]
+
+    def _node(self, name: str, folder: Path) -> Node:
+        folder.mkdir()
+        amqp, dist = free_port(), free_port()
+        (folder / "rabbitmq.conf").write_text(
+            f"listeners.tcp.1 = 127.0.0.1:{amqp}\n"
+            "loopback_users = none\n"
+            # Small machine, three nodes: stay well below the memory alarm of the default node.
+            "vm_memory_high_watermark.relative = 0.2\n"
+            "disk_free_limit.absolute = 50MB\n")
+        (folder / "rabbitmq-env.conf").write_text("# empty: /etc/rabbitmq/rabbitmq-env.conf names the default node\n")
+        (folder / "enabled_plugins").write_text("[].\n")
+        env = {k: v for k, v in os.environ.items() if not k.startswith(("RABBITMQ_", "ERL_"))}
+        env.update(
+            HOME=str(self.home),
+            RABBITMQ_NODENAME=name,
+            RABBITMQ_NODE_IP_ADDRESS="127.0.0.1",
+            RABBITMQ_NODE_PORT=str(amqp),
+            RABBITMQ_DIST_PORT=str(dist),
+            RABBITMQ_MNESIA_BASE=str(folder / "mnesia"),
+            RABBITMQ_LOG_BASE=str(folder / "log"),
+            RABBITMQ_CONFIG_FILE=str(folder / "rabbitmq.conf"),
+            RABBITMQ_CONF_ENV_FILE=str(folder / "rabbitmq-env.conf"),
+            RABBITMQ_ENABLED_PLUGINS_FILE=str(folder / "enabled_plugins"),
+            RABBITMQ_PID_FILE=str(folder / "rabbitmq.pid"),
+            ERL_EPMD_ADDRESS="127.0.0.1",
+            RABBITMQ_SERVER_ADDITIONAL_ERL_ARGS="-kernel inet_dist_use_interface {127,0,0,1}",
+        )
+        return Node(name=name, amqp_port=amqp, dist_port=dist, env=env)
+
+    @property
+    def urls(self) -> list[str]:
+        return [node.url for node in self.nodes]
+
+    def ctl(self, node: Node, *args: str, timeout: float = 90) -> str:
+        result = subprocess.run([RABBITMQCTL, "-n", node.name, *args], env=node.env, capture_output=True,
+                                text=True, timeout=timeout)
+        if result.returncode != 0:
+            raise RuntimeError(f"rabbitmqctl -n {node.name} {' '.join(args)} failed ({result.returncode}): "
+                               f"{result.stdout[-800:]} {result.stderr[-800:]}")
+        return result.stdout
+
+    def start_node(self, node: Node) -> None:
+        log = (self.folder / f"{node.name.split('@')[0]}.out").open("ab")
+        node.process = subprocess.Popen([RABBITMQ_SERVER], env=node.env, stdout=log, stderr=subprocess.STDOUT,
+                                        start_new_session=True, cwd=str(self.folder))
+
+    def wait_node(self, node: Node, timeout: float = 90) -> None:
+        """Until the node answers AMQP logins (the port opens a little before)."""
+        import pika
+
+        def answers() -> bool:
+            if node.process is not None and node.process.poll() is not None:
+                out = (self.folder / f"{node.name.split('@')[0]}.out").read_text(errors="replace")
+                raise RuntimeError(f"{node.name} exited with {node.process.returncode}: {out[-1500:]}")
+            try:
+                params = pika.URLParameters(node.url)
+                params.socket_timeout = 2
+                params.connection_attempts = 1
+                pika.BlockingConnection(params).close()
+                return True
+            except Exception:  # noqa: BLE001 - any failure means "not yet"
+                return False
+        quiet = logging.getLogger("pika")
+        level, quiet.level = quiet.level, logging.CRITICAL  # refused connections are expected here
+        try:
+            wait_until(answers, timeout, interval=0.5, message=f"RabbitMQ node {node.name}")
+        finally:
+            quiet.setLevel(level)
+
+    def start(self) -> None:
+        """Boot every node, then join nodes 2.. to node 1."""
+        for node in self.nodes:
+            self.start_node(node)
+        for node in self.nodes:
+            self.wait_node(node)
+        first = self.nodes[0]
+        for node in self.nodes[1:]:
+            self.ctl(node, "stop_app")
+            self.ctl(node, "join_cluster", first.name)
+            self.ctl(node, "start_app")
+        for node in self.nodes[1:]:
+            self.wait_node(node)
+
+    def running_nodes(self, via: Node) -> list[str]:
+        import json
+        status = json.loads(self.ctl(via, "cluster_status", "--formatter", "json"))
+        return sorted(status.get("running_nodes", []))
+
+    def kill_node(self, node: Node) -> None:
+        """Stop a node hard (SIGKILL of its process group), as a crashed machine would."""
+        if node.process and node.process.poll() is None:
+            try:
+                os.killpg(node.process.pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+            node.process.wait(30)
+
+    def stop(self) -> None:
+        """Stop every node still running (SIGTERM to its group, SIGKILL after 30 s)."""
+        for node in self.nodes:
+            if node.process and node.process.poll() is None:
+                try:
+                    os.killpg(node.process.pid, signal.SIGTERM)
+                except ProcessLookupError:
+                    pass
+        for node in self.nodes:
+            if node.process is None:
+                continue
+            try:
+                node.process.wait(30)
+            except subprocess.TimeoutExpired:
+                try:
+                    os.killpg(node.process.pid, signal.SIGKILL)
+                except ProcessLookupError:
+                    pass
+                node.process.wait()
+
+
+def delete_namespace(urls: list[str], namespace: str, catalog) -> None:
+    """Delete a namespace's queues and exchanges with a fresh connection (a long test's
+    idle connection would have missed its heartbeats by now)."""
+    import pika
+
+    from broker.topology import Names, delete_for
+    for url in urls:
+        try:
+            connection = pika.BlockingConnection(pika.URLParameters(url))
+        except Exception:  # noqa: BLE001 - try the next node
+            continue
+        try:
+            delete_for(connection.channel(), Names(namespace), catalog.agencies.values())
+        finally:
+            if connection.is_open:
+                connection.close()
+        return
