@@ -316,7 +316,7 @@ class Worker:
             return
         status = messages.OUTCOME_STATUS[outcome.kind.value]
         event = messages.status_event(body, type="poll" if kind == "poll" else "outcome", status=status,
-                                      attempt=attempt, reference=outcome.reference, reason=outcome.reason,
+                                      attempt=attempt, reference=outcome.reference or body.get("reference"), reason=outcome.reason,
                                       output=outcome.output)
         publisher.publish(self.names.status, messages.status_key(event), event)
         if kind == "send" and outcome.kind is OutcomeKind.ACCEPTED and agency.decisions == "poll":

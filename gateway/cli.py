@@ -478,6 +478,10 @@ def parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["sandbox"]:
+        # Everything after `sandbox` belongs to `python -m sandbox`, options included.
+        return cmd_sandbox(argparse.Namespace(sandbox_args=argv[1:]))
     args = parser().parse_args(argv)
     try:
         return args.func(args)

@@ -2,13 +2,24 @@
 
 from __future__ import annotations
 
+import os
+import signal
+import subprocess
+import sys
 import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
 
 import pytest
+import requests
 
 from gateway.supervisor import free_port
 
-__all__ = ["free_port", "wait_until"]
+__all__ = ["AMQP_URL", "BrokerHandle", "Proc", "Sandbox", "Stack", "edit_yaml", "free_port", "start_sandbox",
+           "wait_until"]
+
+AMQP_URL = os.environ.get("SATUPINTU_AMQP_URL", "amqp://guest:guest@127.0.0.1:5672/%2F")
 
 
 def wait_until(predicate, timeout: float, interval: float = 0.2, message: str = "condition"):
@@ -23,3 +34,118 @@ def wait_until(predicate, timeout: float, interval: float = 0.2, message: str = 
             return last
         time.sleep(interval)
     pytest.fail(f"timed out after {timeout} s waiting for {message} (last: {last!r})")
+
+
+def edit_yaml(path: Path, change) -> None:  # noqa: ANN001
+    """Load a catalog file, let ``change(document)`` edit it, write it back."""
+    import yaml
+    document = yaml.safe_load(path.read_text())
+    change(document)
+    path.write_text(yaml.safe_dump(document, sort_keys=False))
+
+
+@dataclass
+class BrokerHandle:
+    connection: Any
+    channel: Any
+    names: Any
+
+    def depth(self, queue: str) -> int:
+        return self.channel.queue_declare(queue, passive=True).method.message_count
+
+
+@dataclass
+class Proc:
+    name: str
+    argv: list[str]
+    env: dict[str, str]
+    log: Path
+    process: subprocess.Popen | None = None
+
+    def start(self) -> Proc:
+        self.process = subprocess.Popen(self.argv, env=self.env, stdout=self.log.open("ab"),
+                                        stderr=subprocess.STDOUT, start_new_session=True)
+        return self
+
+    def stop(self, sig: int = signal.SIGTERM, timeout: float = 15) -> None:
+        if self.process is None or self.process.poll() is not None:
+            return
+        try:
+            os.killpg(self.process.pid, sig)
+            self.process.wait(timeout)
+        except subprocess.TimeoutExpired:
+            os.killpg(self.process.pid, signal.SIGKILL)
+            self.process.wait()
+        except ProcessLookupError:
+            pass
+
+    def kill(self) -> None:
+        self.stop(signal.SIGKILL)
+
+
+@dataclass
+class Sandbox:
+    urls: dict[str, str]
+    proc: Proc
+
+    def stats(self, agency: str) -> dict[str, Any]:
+        return requests.get(self.urls[agency] + "/_sandbox/stats", timeout=5).json()
+
+    def faults(self, agency: str, **knobs: Any) -> dict[str, Any]:
+        response = requests.post(self.urls[agency] + "/_sandbox/faults", json=knobs, timeout=5)
+        response.raise_for_status()
+        return response.json()
+
+    def requests(self, agency: str, limit: int = 50) -> list[dict[str, Any]]:
+        return requests.get(self.urls[agency] + f"/_sandbox/requests?limit={limit}", timeout=5).json()
+
+
+def start_sandbox(urls: dict[str, str], env: dict[str, str], log: Path, *, callback_url: str = "",
+                  decision_delay: float = 0.3, faults: str = "{}") -> Sandbox:
+    ports = [f"--{agency}-port={url.rsplit(':', 1)[1]}" for agency, url in urls.items()]
+    argv = [sys.executable, "-m", "sandbox", *ports, f"--decision-delay={decision_delay}",
+            f"--callback-url={callback_url}", f"--callback-secret={env['SATUPINTU_MUNICIPALITY_SECRET']}",
+            f"--faults={faults}"]
+    proc = Proc("sandbox", argv, dict(os.environ, **env), log).start()
+    sandbox = Sandbox(urls=urls, proc=proc)
+
+    def up() -> bool:
+        if proc.process.poll() is not None:
+            pytest.fail(f"the sandbox exited: {log.read_text()[-2000:]}")
+        try:
+            return all(requests.get(u + "/_sandbox/stats", timeout=1).ok for u in urls.values())
+        except requests.RequestException:
+            return False
+    wait_until(up, 30, message="the sandbox agencies")
+    return sandbox
+
+
+@dataclass
+class Stack:
+    """The roles as real processes (``satupintu serve|relay|tracker|worker``)."""
+
+    env: dict[str, str]
+    logs: Path
+    procs: dict[str, Proc] = field(default_factory=dict)
+
+    @property
+    def url(self) -> str:
+        return f"http://{self.env['SATUPINTU_BIND']}"
+
+    def start(self, role: str, *args: str, name: str | None = None) -> Proc:
+        name = name or role
+        argv = [sys.executable, "-m", "gateway.cli", role, *args]
+        proc = Proc(name, argv, self.env, self.logs / f"{name}.log").start()
+        self.procs[name] = proc
+        return proc
+
+    def stop(self) -> None:
+        for proc in self.procs.values():
+            proc.stop()
+
+    def tail(self, lines: int = 30) -> str:
+        out = []
+        for path in sorted(self.logs.glob("*.log")):
+            text = path.read_text(errors="replace").splitlines()[-lines:]
+            out.append(f"--- {path.name}\n" + "\n".join(text))
+        return "\n".join(out)

@@ -15,8 +15,7 @@ from pathlib import Path
 
 import pytest
 import requests
-from conftest import edit_yaml
-from support import wait_until
+from support import edit_yaml, wait_until
 
 REPO = Path(__file__).resolve().parents[2]
 ARTIFACTS = REPO / "test-artifacts"

@@ -1,11 +1,12 @@
 """Fault injection: 1,000 bundles under load while everything that can fail, fails.
 
-Real processes on the real RabbitMQ and the sandbox agencies.  While the bundles are
-submitted and processed:
+Real processes on a RabbitMQ node of the suite's own (so stopping it disturbs no other
+run on the machine) and the sandbox agencies.  While the bundles are submitted and
+processed:
 
 (a) the gateway, the relay, the tracker and both workers are each SIGKILLed at random
     moments and restarted, each at least 3 times;
-(b) RabbitMQ is stopped and started once (``rabbitmqctl stop_app`` / ``start_app``);
+(b) RabbitMQ (the suite's own node) is stopped and started once (``rabbitmqctl stop_app`` / ``start_app``);
 (c) the municipality is down for 30 s (sandbox ``outage_seconds``);
 (d) 5% of the calls to every agency fail transiently (sandbox ``failure_rate``).
 
@@ -24,7 +25,6 @@ import copy
 import json
 import os
 import random
-import subprocess
 import sys
 import threading
 import time
@@ -34,8 +34,9 @@ from pathlib import Path
 import pytest
 import requests
 from catalogs import reliability_catalog
-from conftest import AMQP_URL, BrokerHandle, Stack, wait_until
+from rabbit import RabbitCluster, rabbitmq_problem
 from sqlalchemy import func, select
+from support import BrokerHandle, Stack, wait_until
 
 BUNDLES = int(os.environ.get("SATUPINTU_FAULTS_BUNDLES", "1000"))
 SUBMIT_SECONDS = 45.0  # the submissions are spread over this long, so the faults hit them
@@ -51,7 +52,23 @@ ROLES = ("serve", "relay", "tracker", *WORKERS)
 
 
 @pytest.fixture
-def catalog(env: dict[str, str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch):  # noqa: ANN201
+def private_broker(env: dict[str, str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch):  # noqa: ANN201
+    """A RabbitMQ node of this test's own: the suite stops and starts it, and nothing else
+    on the machine (another test run, a demo) notices."""
+    problem = rabbitmq_problem()
+    if problem:
+        pytest.skip(f"no private RabbitMQ node: {problem}")
+    node_cluster = RabbitCluster(tmp_path / "rabbit", size=1)
+    node_cluster.start()
+    url = node_cluster.urls[0]
+    env["SATUPINTU_AMQP_URL"] = url
+    monkeypatch.setenv("SATUPINTU_AMQP_URL", url)
+    yield node_cluster
+    node_cluster.stop()
+
+
+@pytest.fixture
+def catalog(private_broker, env: dict[str, str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch):  # noqa: ANN001, ANN201
     """The demo catalog with seconds-long retry tiers; the stack's processes read it too."""
     from gateway.catalog import load_catalog
     folder = reliability_catalog(
@@ -78,26 +95,25 @@ def broker(settings, catalog):  # noqa: ANN001, ANN201
 
     from broker.topology import Names, declare_for, delete_for
     names = Names(settings.namespace)
-    connection = pika.BlockingConnection(pika.URLParameters(AMQP_URL))
+    connection = pika.BlockingConnection(pika.URLParameters(settings.amqp_urls[0]))
     declare_for(connection.channel(), names, catalog.agencies.values())
     connection.close()
     yield BrokerHandle(connection=None, channel=None, names=names)
-    connection = pika.BlockingConnection(pika.URLParameters(AMQP_URL))
+    connection = pika.BlockingConnection(pika.URLParameters(settings.amqp_urls[0]))
     try:
         delete_for(connection.channel(), names, catalog.agencies.values())
     finally:
         connection.close()
 
 
-def rabbitmqctl(command: str) -> None:
-    subprocess.run(["rabbitmqctl", "-q", command], check=True, timeout=60, capture_output=True)
 
 
 class Chaos:
     """The stack's processes, a random schedule of kills, and a watch that restarts the dead."""
 
-    def __init__(self, stack: Stack, rng: random.Random):
+    def __init__(self, stack: Stack, rng: random.Random, rabbit: RabbitCluster):
         self.stack = stack
+        self.rabbit = rabbit
         self.rng = rng
         self.kills = dict.fromkeys(ROLES, 0)
         self.unexpected_exits: dict[str, int] = dict.fromkeys(ROLES, 0)
@@ -144,6 +160,10 @@ class Chaos:
                 events.append((moment, "kill", role))
         return sorted(events)
 
+    def rabbitmqctl(self, command: str) -> None:
+        """``rabbitmqctl stop_app|start_app`` on the suite's own node."""
+        self.rabbit.ctl(self.rabbit.nodes[0], "-q", command, timeout=60)
+
     def run(self, t0: float, events: list[tuple[float, str, str]], sandbox) -> None:  # noqa: ANN001
         for moment, action, target in events:
             delay = t0 + moment - time.monotonic()
@@ -156,10 +176,10 @@ class Chaos:
                     continue  # while developing on a shared machine (see docs/reliability.md)
                 self.broker_down = True
                 try:
-                    rabbitmqctl("stop_app")
+                    self.rabbitmqctl("stop_app")
                     time.sleep(5)
                 finally:
-                    rabbitmqctl("start_app")
+                    self.rabbitmqctl("start_app")
                     self.broker_down = False
             else:
                 self.kill(target)
@@ -228,7 +248,7 @@ def _statuses(engine, ids: list[str]) -> dict[str, str]:  # noqa: ANN001
 
 @pytest.mark.timeout(600)
 def test_a_thousand_bundles_survive_kills_a_broker_restart_an_outage_and_failures(
-        env, engine, broker, sandbox, catalog, api_key, example, tmp_path: Path):  # noqa: ANN001
+        env, private_broker, engine, broker, sandbox, catalog, api_key, example, tmp_path: Path):  # noqa: ANN001
     from gateway import dead_letters
     from gateway.store import tables as t
 
@@ -238,7 +258,7 @@ def test_a_thousand_bundles_survive_kills_a_broker_restart_an_outage_and_failure
     logs = tmp_path / "logs"
     logs.mkdir()
     stack = Stack(env=dict(os.environ, **env, SATUPINTU_WEB_WORKERS="2"), logs=logs)
-    chaos = Chaos(stack, rng)
+    chaos = Chaos(stack, rng, private_broker)
     for role in ROLES:
         chaos.start(role)
     wait_until(lambda: _ready(stack.url), 60, message="the gateway to be ready")
@@ -320,7 +340,7 @@ def test_a_thousand_bundles_survive_kills_a_broker_restart_an_outage_and_failure
     finally:
         chaos.stopping.set()
         if chaos.broker_down:
-            rabbitmqctl("start_app")
+            chaos.rabbitmqctl("start_app")
         stack.stop()
 
 

@@ -3,8 +3,7 @@
 
 import pytest
 import requests
-from conftest import edit_yaml
-from support import wait_until
+from support import edit_yaml, wait_until
 
 TERMINAL = {"completed", "rejected", "failed", "cancelled"}
 

@@ -8,8 +8,7 @@ import uuid
 
 import pytest
 import requests
-from conftest import edit_yaml
-from support import wait_until
+from support import edit_yaml, wait_until
 from werkzeug.serving import make_server
 from werkzeug.wrappers import Request, Response
 
