@@ -32,14 +32,17 @@ browser:
 ## Each folder of tests in a pytest process of its own (scripts/pytest-each says why);
 ## PYTEST_ARGS go to every one, e.g. PYTEST_ARGS='-m "not cluster"'; TEST_DIRS picks folders.
 TEST_DIRS ?= $(sort $(dir $(wildcard tests/*/test_*.py)))
+TALLY    := var/test-tally
 test: venv rabbitmq browser
-	@status=0; scripts/pytest-each $(BIN)/pytest $(TEST_DIRS) -- $(PYTEST_ARGS) || status=1; \
-	  $(MAKE) --no-print-directory test-postgresql || status=1; exit $$status
+	@mkdir -p var; rm -f $(TALLY); status=0; \
+	PYTEST_EACH_TALLY=$(TALLY) scripts/pytest-each $(BIN)/pytest $(TEST_DIRS) -- $(PYTEST_ARGS) || status=1; \
+	PYTEST_EACH_TALLY=$(TALLY) $(MAKE) --no-print-directory test-postgresql || status=1; \
+	echo "=== all passes"; scripts/pytest-each --total $(TALLY); exit $$status
 
 ## The tests that touch the store, again on PostgreSQL (a fresh database per test). Without a
 ## PostgreSQL this pass is skipped with a message, unless SATUPINTU_REQUIRE_POSTGRESQL=1 (CI).
 ## tests/scale is not repeated: it runs on PostgreSQL in the first pass already.
-PG_TESTS ?= $(wildcard tests/api tests/e2e tests/integration tests/ops tests/security tests/workflow)
+PG_TESTS ?= $(wildcard tests/api tests/e2e tests/integration tests/ops tests/security)
 test-postgresql: venv rabbitmq
 	@if scripts/ensure-postgresql $(BIN)/python; then \
 	  echo "=== again on PostgreSQL: $(PG_TESTS)"; \
