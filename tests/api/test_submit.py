@@ -151,3 +151,19 @@ def test_an_unknown_path_is_a_problem_not_html(client):
     response = client.get("/v1/nothing-here")
     assert response.status_code == 404
     assert response.mimetype == "application/problem+json"
+
+
+def test_an_application_past_its_service_level_target_is_flagged_overdue(client, auth, example, engine):
+    import datetime as dt
+
+    from sqlalchemy import update
+    doc = post(client, auth, example).get_json()
+    created = dt.datetime.fromisoformat(doc["created_at"].replace("Z", "+00:00"))
+    due = dt.datetime.fromisoformat(doc["due_at"].replace("Z", "+00:00"))
+    assert due - created >= dt.timedelta(days=3)  # 3 working days
+    assert doc["overdue"] is False
+    with engine.begin() as conn:
+        conn.execute(update(t.applications).where(t.applications.c.id == doc["id"])
+                     .values(due_at=dt.datetime.now(dt.timezone.utc) - dt.timedelta(minutes=1)))
+    again = client.get(f"/v1/applications/{doc['id']}", headers=auth).get_json()
+    assert again["overdue"] is True
