@@ -24,7 +24,7 @@ import time
 from typing import Any
 
 import pika
-from sqlalchemy import Engine, or_
+from sqlalchemy import Engine, or_, update
 from sqlalchemy import select as sql_select
 
 from broker.connection import CONNECTION_ERRORS, connect, parameters
@@ -96,6 +96,12 @@ class Relay:
                     t.outbox.c.sent_at.is_(None),
                     or_(t.outbox.c.claimed_until.is_(None), t.outbox.c.claimed_until < records.now()))
                 .limit(1)).first() is not None
+
+    def release(self, ids: list[int]) -> None:
+        """Give up the claim on rows the broker refused, so the next session takes them."""
+        with self.engine.begin() as conn:
+            conn.execute(update(t.outbox).where(t.outbox.c.id.in_(ids), t.outbox.c.sent_at.is_(None))
+                         .values(claimed_until=None))
 
     def mark_and_claim(self, confirmed: list[int], limit: int, reclaimed: set[int]) -> list[Any]:
         """One transaction: mark ``confirmed`` rows sent and claim up to ``limit`` more."""
@@ -181,10 +187,34 @@ class _Session:
     def _on_settled(self, acked: list[Any], failed: list[Any]) -> None:
         self.confirmed.extend(row.id for row in acked)
         for row in failed:
-            # Unroutable or refused: left unsent; the lease brings it back later.
             log.error("outbox row %s not confirmed (nack or no queue for %s / %s)", row.id, row.exchange,
                       row.routing_key, extra=correlation(row.body, row.headers))
+        if failed and not self.closing:
+            # A nack says the broker could not take the message: after a node of a cluster
+            # was lost, a channel can keep refusing a queue whose leader moved.  Release the
+            # rows at once (no need to wait out the lease) and start over on a fresh
+            # connection, which the run loop may open to another node.
+            try:
+                self.relay.release([row.id for row in failed])
+            except Exception:  # noqa: BLE001 - the lease brings them back anyway
+                log.exception("could not release refused outbox rows")
+            self.closing = True
+            self.error = BrokerUnavailable(f"broker refused {len(failed)} message(s)")
+            self._finish_confirmed()
+            return
         self._wake(0)
+
+    def _finish_confirmed(self) -> None:
+        """Mark what was confirmed, then close: used when leaving a session early."""
+        if self.confirmed:
+            try:
+                self.relay.mark_and_claim(self.confirmed, 0, set())
+                self.relay.published += len(self.confirmed)
+                self.confirmed = []
+            except Exception:  # noqa: BLE001 - unmarked rows are published again: harmless
+                log.exception("relay store transaction failed")
+        if self.connection.is_open:
+            self.connection.close()
 
     def _cycle(self) -> None:
         self.timer = None
