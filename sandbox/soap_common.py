@@ -41,6 +41,16 @@ def file_once(
     return filing.answer
 
 
+def stored_answer(agency: Agency, operation: str, request_id: str) -> dict[str, Any]:
+    """The answer of the filing with ``request_id`` ("did it go through?"), or Client.NotFound."""
+    agency.ledger.count(operation)
+    require(request_id=request_id)
+    answer = agency.ledger.answer_for(request_id)
+    if answer is None:
+        raise client_fault(f"no filing with request_id {request_id}", "Client.NotFound")
+    return answer
+
+
 def wsgi_app(service: type, tns: str, name: str) -> WsgiApplication:
     application = Application(
         [service], tns=tns, name=name, in_protocol=Soap11(), out_protocol=Soap11()

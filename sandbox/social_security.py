@@ -13,7 +13,7 @@ from typing import Any
 from spyne import ComplexModel, Integer, ServiceBase, Unicode, rpc
 
 from .agency import Agency
-from .soap_common import client_fault, file_once, require, wsgi_app
+from .soap_common import client_fault, file_once, require, stored_answer, wsgi_app
 
 AGENCY_ID = "social-security"
 TNS = "urn:satupintu:sandbox:social"
@@ -97,13 +97,7 @@ def create_app(agency: Agency):
 
         @rpc(Unicode, _returns=EnrolmentResult)
         def LookupEnrolment(ctx, request_id):
-            agency.ledger.count("LookupEnrolment")
-            require(request_id=request_id)
-            answer = agency.ledger.answer_for(request_id)
-            if answer is None:
-                raise client_fault(
-                    f"no filing with request_id {request_id}", "Client.NotFound"
-                )
+            answer = stored_answer(agency, "LookupEnrolment", request_id)
             with lock:
                 enrolment = enrolments.get(answer["ticket"])
             return EnrolmentResult(**(status_of(enrolment) if enrolment else answer))

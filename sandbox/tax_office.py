@@ -7,7 +7,7 @@ from typing import Any
 from spyne import ComplexModel, Integer, ServiceBase, Unicode, rpc
 
 from .agency import Agency
-from .soap_common import client_fault, file_once, require, wsgi_app
+from .soap_common import file_once, require, stored_answer, wsgi_app
 
 AGENCY_ID = "tax-office"
 TNS = "urn:satupintu:sandbox:tax"
@@ -54,13 +54,6 @@ def create_app(agency: Agency):
 
         @rpc(Unicode, _returns=TaxpayerResult)
         def LookupTaxpayer(ctx, request_id):
-            agency.ledger.count("LookupTaxpayer")
-            require(request_id=request_id)
-            answer = agency.ledger.answer_for(request_id)
-            if answer is None:
-                raise client_fault(
-                    f"no filing with request_id {request_id}", "Client.NotFound"
-                )
-            return TaxpayerResult(**answer)
+            return TaxpayerResult(**stored_answer(agency, "LookupTaxpayer", request_id))
 
     return wsgi_app(TaxOfficeService, TNS, "TaxOffice")
