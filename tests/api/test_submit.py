@@ -164,6 +164,6 @@ def test_an_application_past_its_service_level_target_is_flagged_overdue(client,
     assert doc["overdue"] is False
     with engine.begin() as conn:
         conn.execute(update(t.applications).where(t.applications.c.id == doc["id"])
-                     .values(due_at=dt.datetime.now(dt.timezone.utc) - dt.timedelta(minutes=1)))
+                     .values(due_at=dt.datetime.now(dt.UTC) - dt.timedelta(minutes=1)))
     again = client.get(f"/v1/applications/{doc['id']}", headers=auth).get_json()
     assert again["overdue"] is True
