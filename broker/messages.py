@@ -30,6 +30,11 @@ def utcnow() -> str:
     return dt.datetime.now(dt.UTC).isoformat().replace("+00:00", "Z")
 
 
+def iso_time(seconds: float) -> str:
+    """A ``time.time()`` value as ISO 8601 UTC, as ``utcnow()`` writes it."""
+    return dt.datetime.fromtimestamp(seconds, dt.UTC).isoformat().replace("+00:00", "Z")
+
+
 def agency_request(body: dict[str, Any], headers: dict[str, Any]) -> AgencyRequest:
     return AgencyRequest(
         request_id=body["request_id"], application_id=body["application_id"], service=body["service"],

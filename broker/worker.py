@@ -9,6 +9,13 @@ the agency is configured for it (``idempotency.lookup_before_resend``) the worke
 asks whether that request already went through, before every filing: after a broker
 restart a resend cannot be told from a first send (docs/reliability.md).
 
+The ``sent`` status event ("a worker is calling the agency") is published only for calls
+still running after ``announce_after`` seconds (``SATUPINTU_SENT_EVENT_AFTER``, 1 s by
+default; 0 publishes it before every call): most calls answer within milliseconds, and
+the outcome event carries when the call started and how long it took, so a fast call
+costs one message and one tracker transaction instead of two, while a request stuck at
+an agency still shows ``sent`` in its history after a second (docs/decisions.md).
+
 Before calling, the agency's circuit breaker (``broker.breaker``) and maintenance windows
 (``broker.limits``) may *defer* the message: it is parked in a delay tier, without
 spending an attempt, and comes back through dispatch.  Concurrency and rate limits are
@@ -24,6 +31,7 @@ import time
 import uuid
 from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from typing import Any
 
 import pika.exceptions
@@ -51,12 +59,33 @@ from .topology import Names, declare_for
 log = logging.getLogger("satupintu.worker")
 
 
+@dataclass(eq=False)
+class _CallState:
+    """One delivery's call, shared by the pool thread that makes it and the connection thread."""
+
+    started: float  # time.time() when the call started (set again when a pool thread takes it)
+    redelivered: bool
+    seconds: float | None = None
+    timer: Any = None  # the pending ``sent`` announcement (connection thread only)
+    announced: bool = False
+    finished: bool = False
+
+    def detail(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"started_at": messages.iso_time(self.started)}
+        if self.seconds is not None:
+            out["duration_ms"] = round(self.seconds * 1000, 1)
+        if self.redelivered:
+            out["redelivered"] = True
+        return out
+
+
 class Worker:
     """Consumes the queues of ``agencies`` (all of the catalog's by default)."""
 
     def __init__(self, catalog: Catalog, *, amqp_urls: tuple[str, ...], namespace: str,
-                 agencies: list[str] | None = None):
+                 agencies: list[str] | None = None, announce_after: float = 1.0):
         self.catalog = catalog
+        self.announce_after = announce_after
         self.urls = amqp_urls
         self.names = Names(namespace)
         self.agencies: dict[str, Agency] = {a: catalog.agencies[a] for a in (agencies or catalog.agencies)}
@@ -179,24 +208,25 @@ class Worker:
             self._defer(publisher, channel, method.delivery_tag, agency, body, headers, wait, reason,
                         maybe_sent=maybe_sent)
             return
+        call_state = _CallState(started=time.time(), redelivered=bool(method.redelivered))
         if kind == "send":
-            event = messages.status_event(body, type="attempt", status="sent", attempt=request.attempt,
-                                          detail={"redelivered": bool(method.redelivered)})
-            try:
-                publisher.publish(self.names.status, messages.status_key(event), event)
-            except PublishNotConfirmed:
-                breaker.release()
-                raise
+            if self.announce_after <= 0:
+                self._announce(publisher, body, request.attempt, call_state)
+            else:
+                call_state.timer = connection.call_later(
+                    self.announce_after, lambda: self._announce(publisher, body, request.attempt, call_state))
         with self._lock:
             self._in_flight += 1
         adapter = self.adapters[agency.id]
 
         def call() -> None:
+            call_state.started = time.time()
             outcome = self._guarded_call(adapter, agency, kind, request, maybe_sent=maybe_sent)
+            call_state.seconds = time.time() - call_state.started
             try:
                 connection.add_callback_threadsafe(
                     lambda: self._finish(publisher, channel, method.delivery_tag, agency, kind, body, headers,
-                                         request.attempt, outcome))
+                                         request.attempt, outcome, call_state, connection))
             except Exception as exc:  # noqa: BLE001 - the connection is gone: the broker redelivers
                 log.warning("outcome of %s dropped, the connection closed: %r", request.request_id, exc)
                 with self._lock:
@@ -204,6 +234,21 @@ class Worker:
 
         assert self._pool is not None
         self._pool.submit(call)
+
+    def _announce(self, publisher: Publisher, body: dict[str, Any], attempt: int, call_state: _CallState) -> None:
+        """The ``sent`` event: a worker holds the request and calls the agency (connection thread)."""
+        call_state.timer = None
+        if call_state.finished:
+            return
+        call_state.announced = True
+        event = messages.status_event(body, type="attempt", status="sent", attempt=attempt,
+                                      detail={"redelivered": call_state.redelivered,
+                                              "started_at": messages.iso_time(call_state.started)})
+        try:
+            publisher.publish(self.names.status, messages.status_key(event), event)
+        except PublishNotConfirmed:
+            self.breakers[body["agency"]].release()
+            raise
 
     def _guarded_call(self, adapter: Adapter, agency: Agency, kind: str, request, *,
                       maybe_sent: bool) -> Outcome | str:
@@ -267,7 +312,12 @@ class Worker:
     # --- outcomes (connection thread) -------------------------------------------------
 
     def _finish(self, publisher: Publisher, channel, delivery_tag: int, agency: Agency, kind: str,
-                body: dict[str, Any], headers: dict[str, Any], attempt: int, outcome: Outcome | str) -> None:
+                body: dict[str, Any], headers: dict[str, Any], attempt: int, outcome: Outcome | str,
+                call_state: _CallState, connection) -> None:
+        call_state.finished = True
+        if call_state.timer is not None:
+            connection.remove_timeout(call_state.timer)
+            call_state.timer = None
         try:
             if outcome == "unsupported":
                 event = messages.status_event(body, type=f"{kind}-unsupported", attempt=attempt,
@@ -276,7 +326,7 @@ class Worker:
                 publisher.publish(self.names.status, messages.status_key(event), event)
             else:
                 assert isinstance(outcome, Outcome)
-                self._route(publisher, agency, kind, body, headers, attempt, outcome)
+                self._route(publisher, agency, kind, body, headers, attempt, outcome, call_state.detail())
             channel.basic_ack(delivery_tag)
         except CONNECTION_ERRORS as exc:
             # Not acked: the broker redelivers it; the agency sees the same request id again.
@@ -293,7 +343,9 @@ class Worker:
                 self._in_flight -= 1
 
     def _route(self, publisher: Publisher, agency: Agency, kind: str, body: dict[str, Any],
-               headers: dict[str, Any], attempt: int, outcome: Outcome) -> None:
+               headers: dict[str, Any], attempt: int, outcome: Outcome, call: dict[str, Any]) -> None:
+        """Publish what the call led to; ``call`` (when it started, how long it took) goes into
+        the outcome and retry events, where operators read the agency's latency."""
         plan = self.plans[agency.id]
         if outcome.kind.is_failure:
             if kind == "cancel":
@@ -306,7 +358,7 @@ class Worker:
                 publisher.publish(self.names.retry(delay), agency.id, body, retry_headers)
                 metrics.RETRIES.labels(agency.id).inc()
                 event = messages.status_event(body, type="retry", attempt=attempt, reason=outcome.reason,
-                                              detail={"next_attempt": attempt + 1, "delay_seconds": delay})
+                                              detail=dict(call, next_attempt=attempt + 1, delay_seconds=delay))
                 publisher.publish(self.names.status, messages.status_key(event), event)
             else:
                 self._dead(publisher, body, headers, attempt, outcome.reason or "failed", raw=outcome.raw)
@@ -316,8 +368,8 @@ class Worker:
             return
         status = messages.OUTCOME_STATUS[outcome.kind.value]
         event = messages.status_event(body, type="poll" if kind == "poll" else "outcome", status=status,
-                                      attempt=attempt, reference=outcome.reference or body.get("reference"), reason=outcome.reason,
-                                      output=outcome.output)
+                                      attempt=attempt, reference=outcome.reference or body.get("reference"),
+                                      reason=outcome.reason, output=outcome.output, detail=call)
         publisher.publish(self.names.status, messages.status_key(event), event)
         if kind == "send" and outcome.kind is OutcomeKind.ACCEPTED and agency.decisions == "poll":
             poll_body = dict(body, kind="poll", reference=outcome.reference, message_id=uuid.uuid4().hex)

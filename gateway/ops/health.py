@@ -89,20 +89,30 @@ def agency_calls(conn: Connection, *, window: dt.timedelta = WINDOW,
     ends = []
     stats: dict[str, Calls] = defaultdict(Calls)
     for row in reversed(list(conn.execute(query))):
-        attempt = int((row.detail or {}).get("attempt") or 0)
+        detail = row.detail or {}
+        attempt = int(detail.get("attempt") or 0)
         when = _aware(row.occurred_at)
         if row.type == "attempt":
+            # Published only for calls still running after a second; the call ends in an
+            # outcome or retry event, where it is counted.
             started[(row.request_id, attempt)] = when
-            stats[row.agency].calls += 1
             continue
         calls = stats[row.agency]
         if row.type == "outcome":
             calls.successes += 1
-        elif row.type == "retry" or (row.detail or {}).get("dead_letter"):
+        elif row.type == "retry" or detail.get("dead_letter"):
             calls.failures += 1
+        if row.type in ("outcome", "retry") or detail.get("dead_letter"):
+            calls.calls += 1
         if row.type in ("outcome", "retry"):
-            ends.append((row.agency, (row.request_id, attempt), when))
-    for agency, key, when in ends:
+            if detail.get("duration_ms") is not None:
+                # Timed by the worker around the agency call itself.
+                seconds = float(detail["duration_ms"]) / 1000
+                calls.latencies.append(seconds)
+                calls.by_minute[when.replace(second=0, microsecond=0)].append(seconds)
+            else:
+                ends.append((row.agency, (row.request_id, attempt), when))
+    for agency, key, when in ends:  # events of workers before duration_ms: pair with the attempt
         start = started.get(key)
         if start is None or when < start:
             continue

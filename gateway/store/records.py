@@ -13,7 +13,7 @@ import uuid
 from collections.abc import Iterable
 from typing import Any
 
-from sqlalchemy import Connection, and_, func, insert, or_, select, update
+from sqlalchemy import Connection, and_, bindparam, func, insert, or_, select, update
 
 from . import tables as t
 
@@ -45,8 +45,16 @@ def canonical(value: Any) -> str:
 
 # --- applications and requests -----------------------------------------------------------
 
+_APPLICATION = select(t.applications).where(t.applications.c.id == bindparam("application_id"))
+_APPLICATION_LOCKED = _APPLICATION.with_for_update()
+_REQUESTS = (select(t.requests).where(t.requests.c.application_id == bindparam("application_id"))
+             .order_by(t.requests.c.step))
+
+
 def application_row(conn: Connection, application_id: str, *, client_id: str | None = None,
                     lock: bool = False) -> Any:
+    if client_id is None:  # the tracker's and the workflow's read: built once
+        return conn.execute(_APPLICATION_LOCKED if lock else _APPLICATION, {"application_id": application_id}).first()
     query = select(t.applications).where(t.applications.c.id == application_id)
     if client_id is not None:
         query = query.where(t.applications.c.client_id == client_id)
@@ -56,8 +64,7 @@ def application_row(conn: Connection, application_id: str, *, client_id: str | N
 
 
 def request_rows(conn: Connection, application_id: str) -> list[Any]:
-    return list(conn.execute(select(t.requests).where(t.requests.c.application_id == application_id)
-                             .order_by(t.requests.c.step)))
+    return list(conn.execute(_REQUESTS, {"application_id": application_id}))
 
 
 def application_document(app: Any, requests: Iterable[Any], *, order: Iterable[str] = ()) -> dict[str, Any]:
@@ -111,21 +118,58 @@ def list_applications(conn: Connection, client_id: str, *, status: str | None, s
 
 # --- events (the history, hash-chained per application) ----------------------------------
 
+_EVENT_SEEN = select(t.events.c.id).where(t.events.c.event_id == bindparam("event_id"))
+_CHAIN_HEAD = (select(t.events.c.hash).where(t.events.c.application_id == bindparam("application_id"))
+               .order_by(t.events.c.id.desc()).limit(1))
+_INSERT_EVENT = insert(t.events)
+
+
+def event_seen(conn: Connection, event_id: str) -> bool:
+    return conn.execute(_EVENT_SEEN, {"event_id": event_id}).first() is not None
+
+
+def events_seen(conn: Connection, event_ids: Iterable[str]) -> set[str]:
+    """Which of ``event_ids`` the store holds already (one query for a tracker's batch)."""
+    ids = list(set(event_ids))
+    if not ids:
+        return set()
+    return set(conn.execute(select(t.events.c.event_id).where(t.events.c.event_id.in_(ids))).scalars())
+
+
+def _chain_heads(conn: Connection) -> dict[str, str]:
+    """The newest hash of each application this transaction appended to.
+
+    Kept on the connection for the current transaction only: the caller holds the
+    application's row lock (or SQLite's write lock) until the commit, so nobody else
+    appends to these chains meanwhile, and the next transaction starts afresh.
+    """
+    transaction = conn.get_transaction()
+    kept = conn.info.get("satupintu.chain_heads")
+    if kept is None or kept[0] is not transaction:
+        kept = (transaction, {})
+        conn.info["satupintu.chain_heads"] = kept
+    return kept[1]
+
+
 def add_event(conn: Connection, *, application_id: str, type: str, event_id: str | None = None,
               request_id: str | None = None, step: str | None = None, status: str | None = None,
               detail: dict[str, Any] | None = None, cause: str | None = None,
-              occurred_at: dt.datetime | None = None) -> bool:
-    """Append one event to the application's history; False if ``event_id`` was seen before.
+              occurred_at: dt.datetime | None = None, checked: bool = False) -> bool:
+    """Append one event to the application's history; False if ``event_id`` was seen before
+    (``checked``: the caller has just made sure it was not).
 
     Each row holds the hash of the application's previous row, so editing or deleting a
     row breaks the chain (``satupintu audit verify``).  The caller holds the application
     row lock, which serialises the chain.
     """
-    event_id = event_id or uuid.uuid4().hex
-    if conn.execute(select(t.events.c.id).where(t.events.c.event_id == event_id)).first():
+    if event_id is None:
+        event_id = uuid.uuid4().hex
+    elif not checked and event_seen(conn, event_id):
         return False
-    prev = conn.execute(select(t.events.c.hash).where(t.events.c.application_id == application_id)
-                        .order_by(t.events.c.id.desc()).limit(1)).scalar() or GENESIS
+    heads = _chain_heads(conn)
+    prev = heads.get(application_id)
+    if prev is None:
+        prev = conn.execute(_CHAIN_HEAD, {"application_id": application_id}).scalar() or GENESIS
     occurred_at = occurred_at or now()
     row = {
         "event_id": event_id, "application_id": application_id, "request_id": request_id, "step": step,
@@ -133,8 +177,8 @@ def add_event(conn: Connection, *, application_id: str, type: str, event_id: str
     }
     digest = event_hash(prev, row, occurred_at)
     # Parameters rather than .values(): the statement is then built and cached once.
-    conn.execute(insert(t.events), dict(row, occurred_at=occurred_at, recorded_at=now(), prev_hash=prev,
-                                        hash=digest))
+    conn.execute(_INSERT_EVENT, dict(row, occurred_at=occurred_at, recorded_at=now(), prev_hash=prev, hash=digest))
+    heads[application_id] = digest
     return True
 
 

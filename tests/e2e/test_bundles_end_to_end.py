@@ -60,5 +60,8 @@ def test_a_rejection_by_one_agency_rejects_the_bundle(stack, api_key, example):
     history = requests.get(f"{stack.url}/v1/applications/{app_id}/history", timeout=10,
                            headers={"Authorization": f"Bearer {api_key}"}).json()["events"]
     types = [e["type"] for e in history]
-    assert types[0] == "submitted" and "attempt" in types and "outcome" in types
+    assert types[0] == "submitted" and "outcome" in types
+    outcome = next(e for e in history if e["type"] == "outcome" and e["step"] == "company")
+    assert outcome["status"] == "rejected" and outcome["detail"]["attempt"] == 1
+    assert outcome["detail"]["duration_ms"] >= 0 and outcome["detail"]["started_at"].endswith("Z")
     assert history[-1]["type"] == "application" and history[-1]["status"] == "rejected"

@@ -206,6 +206,32 @@ def test_heartbeats_outlive_agency_calls_longer_than_the_heartbeat(
     assert stats["duplicates"] == 0 and stats["unique_request_ids"] == 3, stats
 
 
+def test_only_calls_still_running_after_announce_after_publish_a_sent_event(
+        engine, catalog, agencies, roles, client, auth, example):  # noqa: ANN001
+    agencies.faults("company-registry", latency_ms=1500)
+    roles("relay", catalog)
+    roles("tracker", catalog)
+    roles("worker", catalog, announce_after=0.5)
+    app_id = submit(client, auth, example)
+    # While the registry holds the call, the request already shows ``sent``.
+    wait_until(lambda: application(engine, app_id)[1]["company"].status == "sent", 30,
+               message="the slow company call to be announced")
+    app, _reqs, events = wait_until(lambda: decided(engine, app_id), 60, message="the bundle")
+    assert app.status == "completed"
+    by_step: dict[str, list] = {}
+    for e in events:
+        if e.step and e.type in ("attempt", "outcome"):
+            by_step.setdefault(e.step, []).append(e)
+    # The slow call: announced, then its outcome; the others (answered at once): the outcome only.
+    assert [(e.type, e.status) for e in by_step["company"]] == [("attempt", "sent"), ("outcome", "approved")]
+    assert {step: [e.type for e in evs] for step, evs in by_step.items() if step != "company"} == {
+        "tax": ["outcome"], "permit": ["outcome"], "social": ["outcome"]}
+    company_outcome = by_step["company"][-1]
+    assert company_outcome.detail["duration_ms"] >= 1500
+    assert company_outcome.detail["started_at"] == by_step["company"][0].detail["started_at"]
+    assert all(r.attempts == 1 for r in application(engine, app_id)[1].values())
+
+
 def test_a_redelivered_request_is_looked_up_not_filed_again(
         engine, catalog, broker, agencies, roles, client, auth, example):  # noqa: ANN001
     roles("relay", catalog)

@@ -2,6 +2,7 @@
 decisions arrive later by callback or poll, cancellation, history, live events, webhooks."""
 
 import copy
+import datetime as dt
 import json
 import threading
 import uuid
@@ -59,9 +60,15 @@ def test_tax_office_receives_the_company_number_from_the_registry(stack, sandbox
     assert f">{by_step['tax']['agency_reference']}<" in social_calls[0]["body"]  # the NPWP
     # Order: the tax office and the municipality were called only after the registry approved.
     events = history(stack, api_key, app_id)
-    approved_company = next(e["id"] for e in events if e["step"] == "company" and e["status"] == "approved")
-    first_tax = min(e["id"] for e in events if e["step"] == "tax" and e["type"] == "attempt")
-    assert approved_company < first_tax
+
+    def moment(value: str) -> dt.datetime:
+        return dt.datetime.fromisoformat(value.replace("Z", "+00:00"))
+
+    approved_company = next(moment(e["recorded_at"]) for e in events
+                            if e["step"] == "company" and e["status"] == "approved")
+    tax_started = min(moment(e["detail"]["started_at"]) for e in events
+                      if e["step"] == "tax" and "started_at" in e["detail"])
+    assert approved_company < tax_started
 
 
 def test_a_rejected_company_skips_every_later_step(stack, api_key, example):
