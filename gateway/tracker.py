@@ -62,22 +62,17 @@ _TOUCH_APPLICATION = (update(t.applications).where(t.applications.c.id == bindpa
 _UPDATE_REQUEST = update(t.requests).where(t.requests.c.id == bindparam("request_row_id"))
 
 
-def apply_event(conn: Connection, catalog: Catalog, event: dict[str, Any], *, seen: set[str] | None = None) -> bool:
+def apply_event(conn: Connection, catalog: Catalog, event: dict[str, Any]) -> bool:
     """Apply one status event; returns False when it changed nothing (duplicate, unknown, late).
 
-    ``seen``: the event ids the store already holds, read once for a whole batch
-    (``records.events_seen``); this function adds the ones it applies.
+    The event is recorded in the history first: the insert itself recognises an event id
+    applied before (a redelivery), and then nothing else is written.
     """
     app = records.application_row(conn, event["application_id"], lock=True)
     if app is None:
         log.warning("event %s for unknown application %s", event.get("event_id"), event["application_id"],
                     extra=correlation(event))
         return False
-    if seen is None:
-        seen = {event["event_id"]} if records.event_seen(conn, event["event_id"]) else set()
-    if event["event_id"] in seen:
-        return False  # a redelivered event: applied before
-    seen.add(event["event_id"])
     # All of the application's requests in one read: the DAG needs them below anyway.
     rows = records.request_rows(conn, app.id)
     request = next((r for r in rows if r.id == event["request_id"]), None)
@@ -118,12 +113,13 @@ def apply_event(conn: Connection, catalog: Catalog, event: dict[str, Any], *, se
         # "approved" can land before the worker's "accepted"): the status stays, but the
         # agency's reference this event carries must not be lost.
         values["agency_reference"] = event["reference"]
+    if not records.add_event(conn, event_id=event["event_id"], application_id=app.id, request_id=request.id,
+                             step=request.step, type=kind, status=new.value if changed else None, detail=detail,
+                             cause=event.get("cause") or f"{kind} from {event.get('origin') or 'agency'}",
+                             occurred_at=_parse_time(event.get("occurred_at"))):
+        return False  # a redelivered event: applied before
     if values:
         conn.execute(_UPDATE_REQUEST, dict(values, request_row_id=request.id))
-    records.add_event(conn, event_id=event["event_id"], application_id=app.id, request_id=request.id,
-                      step=request.step, type=kind, status=new.value if changed else None, detail=detail,
-                      cause=event.get("cause") or f"{kind} from {event.get('origin') or 'agency'}",
-                      occurred_at=_parse_time(event.get("occurred_at")), checked=True)
     if not changed:
         if (current is RequestStatus.CANCELLED and new in (RequestStatus.ACCEPTED, RequestStatus.APPROVED)
                 and event.get("reference") and event["type"] in ("outcome", "callback", "poll")):
@@ -214,8 +210,8 @@ class Tracker:
         # whole batch, and submissions queue behind it.
         self.batch_size = batch
         self.stopping = threading.Event()
-        # (delivery tag, application id, event id or None, the work, log correlation)
-        self._batch: list[tuple[int, str, str | None, Callable[[Connection, set[str]], Any], dict[str, Any]]] = []
+        # (delivery tag, application id, the work, log correlation)
+        self._batch: list[tuple[int, str, Callable[[Connection], Any], dict[str, Any]]] = []
 
     def stop(self) -> None:
         self.stopping.set()
@@ -253,9 +249,8 @@ class Tracker:
             log.error("unreadable status event dropped: %r (%r)", raw[:200], exc)
             channel.basic_reject(method.delivery_tag, requeue=False)
             return
-        self._batch.append((method.delivery_tag, str(event["application_id"]), str(event["event_id"]),
-                            lambda conn, seen: apply_event(conn, self.catalog, event, seen=seen),
-                            correlation(event, props.headers)))
+        self._batch.append((method.delivery_tag, str(event["application_id"]),
+                            lambda conn: apply_event(conn, self.catalog, event), correlation(event, props.headers)))
         if len(self._batch) >= self.batch_size:
             self._flush(channel)
 
@@ -269,8 +264,8 @@ class Tracker:
         message_id = props.message_id or body.get("message_id") or records.new_id("dead")
         headers = dict(props.headers or {})
         log.info("dead letter %s received", message_id, extra=correlation(body, headers))
-        self._batch.append((method.delivery_tag, str(body.get("application_id", "")), None,
-                            lambda conn, _seen: record_dead_letter(conn, self.catalog, body, headers, message_id),
+        self._batch.append((method.delivery_tag, str(body.get("application_id", "")),
+                            lambda conn: record_dead_letter(conn, self.catalog, body, headers, message_id),
                             correlation(body, headers)))
         if len(self._batch) >= self.batch_size:
             self._flush(channel)
@@ -285,13 +280,12 @@ class Tracker:
         for attempt in range(5):
             try:
                 with self.engine.begin() as conn:
-                    seen = records.events_seen(conn, [event_id for _tag, _app, event_id, *_ in batch if event_id])
-                    for _tag, _app, _event_id, work, _ids in ordered:
-                        work(conn, seen)
+                    for _tag, _app, work, _ids in ordered:
+                        work(conn)
                 break
             except OperationalError as exc:  # store busy or briefly away (or a deadlock): try again
                 log.warning("store error applying %d event(s) (attempt %d): %s", len(batch), attempt + 1, exc,
-                            extra=batch[0][4])
+                            extra=batch[0][3])
                 time.sleep(0.2 * (attempt + 1))
         else:
             channel.basic_nack(last_tag, multiple=True, requeue=True)

@@ -14,6 +14,7 @@ from collections.abc import Iterable
 from typing import Any
 
 from sqlalchemy import Connection, and_, bindparam, func, insert, or_, select, update
+from sqlalchemy.dialects import postgresql, sqlite
 
 from . import tables as t
 
@@ -118,22 +119,21 @@ def list_applications(conn: Connection, client_id: str, *, status: str | None, s
 
 # --- events (the history, hash-chained per application) ----------------------------------
 
-_EVENT_SEEN = select(t.events.c.id).where(t.events.c.event_id == bindparam("event_id"))
 _CHAIN_HEAD = (select(t.events.c.hash).where(t.events.c.application_id == bindparam("application_id"))
                .order_by(t.events.c.id.desc()).limit(1))
 _INSERT_EVENT = insert(t.events)
 
 
-def event_seen(conn: Connection, event_id: str) -> bool:
-    return conn.execute(_EVENT_SEEN, {"event_id": event_id}).first() is not None
+_INSERT_EVENT_ONCE: dict[str, Any] = {}
 
 
-def events_seen(conn: Connection, event_ids: Iterable[str]) -> set[str]:
-    """Which of ``event_ids`` the store holds already (one query for a tracker's batch)."""
-    ids = list(set(event_ids))
-    if not ids:
-        return set()
-    return set(conn.execute(select(t.events.c.event_id).where(t.events.c.event_id.in_(ids))).scalars())
+def _insert_event_once(dialect_name: str) -> Any:
+    """``INSERT ... ON CONFLICT (event_id) DO NOTHING``, built once per dialect: a redelivered
+    event is recognised by the insert itself instead of a lookup before it."""
+    if dialect_name not in _INSERT_EVENT_ONCE:
+        dialect = postgresql if dialect_name == "postgresql" else sqlite
+        _INSERT_EVENT_ONCE[dialect_name] = dialect.insert(t.events).on_conflict_do_nothing(index_elements=["event_id"])
+    return _INSERT_EVENT_ONCE[dialect_name]
 
 
 def _chain_heads(conn: Connection) -> dict[str, str]:
@@ -154,18 +154,17 @@ def _chain_heads(conn: Connection) -> dict[str, str]:
 def add_event(conn: Connection, *, application_id: str, type: str, event_id: str | None = None,
               request_id: str | None = None, step: str | None = None, status: str | None = None,
               detail: dict[str, Any] | None = None, cause: str | None = None,
-              occurred_at: dt.datetime | None = None, checked: bool = False) -> bool:
-    """Append one event to the application's history; False if ``event_id`` was seen before
-    (``checked``: the caller has just made sure it was not).
+              occurred_at: dt.datetime | None = None) -> bool:
+    """Append one event to the application's history; False if ``event_id`` was stored before.
 
     Each row holds the hash of the application's previous row, so editing or deleting a
     row breaks the chain (``satupintu audit verify``).  The caller holds the application
     row lock, which serialises the chain.
     """
     if event_id is None:
-        event_id = uuid.uuid4().hex
-    elif not checked and event_seen(conn, event_id):
-        return False
+        event_id, statement = uuid.uuid4().hex, _INSERT_EVENT
+    else:
+        statement = _insert_event_once(conn.dialect.name)
     heads = _chain_heads(conn)
     prev = heads.get(application_id)
     if prev is None:
@@ -177,7 +176,10 @@ def add_event(conn: Connection, *, application_id: str, type: str, event_id: str
     }
     digest = event_hash(prev, row, occurred_at)
     # Parameters rather than .values(): the statement is then built and cached once.
-    conn.execute(_INSERT_EVENT, dict(row, occurred_at=occurred_at, recorded_at=now(), prev_hash=prev, hash=digest))
+    result = conn.execute(statement, dict(row, occurred_at=occurred_at, recorded_at=now(), prev_hash=prev,
+                                          hash=digest))
+    if result.rowcount == 0:
+        return False  # that event id is stored already: a redelivery
     heads[application_id] = digest
     return True
 
