@@ -14,6 +14,13 @@ from .knobs import KnobError
 from .server import AGENCY_IDS, DEFAULT_PORTS, Sandbox, SandboxSettings
 
 
+def positive_int(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
+
+
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         prog="python -m sandbox",
@@ -47,6 +54,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--faults",
         default="{}",
         help='initial knobs per agency as JSON, e.g. \'{"tax-office": {"latency_ms": 200}}\'',
+    )
+    parser.add_argument(
+        "--threads",
+        type=positive_int,
+        default=SandboxSettings.threads,
+        help="threads answering calls, per agency: the most calls one agency works on "
+        f"at once (default {SandboxSettings.threads})",
     )
     parser.add_argument("--verbose", action="store_true", help="log every request")
     return parser.parse_args(argv)
@@ -83,7 +97,11 @@ def settings_from(args: argparse.Namespace) -> SandboxSettings:
         for agency_id in AGENCY_IDS
     }
     return SandboxSettings(
-        host=args.host, ports=ports, knobs=knobs, verbose=args.verbose
+        host=args.host,
+        ports=ports,
+        knobs=knobs,
+        verbose=args.verbose,
+        threads=args.threads,
     )
 
 

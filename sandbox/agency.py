@@ -5,7 +5,8 @@ from __future__ import annotations
 import random
 import threading
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from datetime import UTC, datetime
 from typing import Any
 
@@ -41,6 +42,9 @@ class Agency:
         self._reset_hooks: list[Callable[[], None]] = []
         # Bumped on reset so background work started before a reset can tell it is stale.
         self.generation = 0
+        self._in_flight = 0
+        self._peak_in_flight = 0
+        self._flight_lock = threading.Lock()
 
     # -- requests on the wire -------------------------------------------------------
     def record(self, environ: dict[str, Any], body: bytes) -> None:
@@ -63,6 +67,18 @@ class Agency:
         }
         with self._log_lock:
             self._log.append(entry)
+
+    @contextmanager
+    def answering(self) -> Iterator[None]:
+        """Count a call as in flight while it is being answered (for ``peak_in_flight``)."""
+        with self._flight_lock:
+            self._in_flight += 1
+            self._peak_in_flight = max(self._peak_in_flight, self._in_flight)
+        try:
+            yield
+        finally:
+            with self._flight_lock:
+                self._in_flight -= 1
 
     def recent_requests(self, limit: int) -> list[dict[str, Any]]:
         """The most recent requests, newest first."""
@@ -102,11 +118,19 @@ class Agency:
         self.ledger.reset()
         with self._log_lock:
             self._log.clear()
+        with self._flight_lock:
+            self._peak_in_flight = self._in_flight
         for hook in self._reset_hooks:
             hook()
 
     def stats(self) -> dict[str, Any]:
-        return {**self.ledger.stats(self.id, self.extra_stats), **self.report()}
+        with self._flight_lock:
+            peak = self._peak_in_flight
+        return {
+            **self.ledger.stats(self.id, self.extra_stats),
+            "peak_in_flight": peak,
+            **self.report(),
+        }
 
 
 def _strings(value: Any, path: str):

@@ -82,6 +82,12 @@ class FrontDesk:
             return self.control(Request(environ))(environ, start_response)
         body = read_body(environ)
         self.agency.record(environ, body)
+        with self.agency.answering():
+            return self.answer(environ, start_response, body)
+
+    def answer(
+        self, environ: dict[str, Any], start_response: Callable, body: bytes
+    ) -> Iterable[bytes]:
         knobs = self.agency.knobs
         latency = knobs.get("latency_ms")
         if latency:

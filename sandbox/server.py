@@ -1,16 +1,16 @@
-"""Builds the four agencies and serves each on its own port, one thread per server."""
+"""Builds the four agencies and serves each on its own port, with its own thread pool."""
 
 from __future__ import annotations
 
 import logging
-import threading
+import time
 from dataclasses import dataclass, field
 from typing import Any
 
-from werkzeug.serving import BaseWSGIServer, WSGIRequestHandler, make_server
-
 from . import company_registry, municipality
+from .access_log import AccessLog
 from .agency import Agency
+from .agency_server import AgencyServer
 from .front_desk import FrontDesk
 from .knobs import KnobError
 from .scheduler import Scheduler
@@ -28,13 +28,8 @@ PROTOCOLS = {
     "tax-office": "soap",
     "social-security": "soap",
 }
-
-
-class QuietRequestHandler(WSGIRequestHandler):
-    """Werkzeug's handler without the per-request access log line."""
-
-    def log_request(self, code: int | str = "-", size: int | str = "-") -> None:
-        pass
+# How long stop() lets calls in flight finish before it closes their connections.
+STOP_GRACE = 2.0
 
 
 @dataclass
@@ -45,6 +40,14 @@ class SandboxSettings:
     ports: dict[str, int] = field(default_factory=lambda: dict(DEFAULT_PORTS))
     knobs: dict[str, dict[str, Any]] = field(default_factory=dict)
     verbose: bool = False
+    # Threads answering calls, per agency: the most calls one agency works on at once
+    # (a call slowed by ``latency_ms`` holds its thread while it sleeps); further calls
+    # wait in line. 192: the bench points three agencies (registry-a/b/c, 64 calls in
+    # flight each) at the company registry. An idle thread costs about 16 KB.
+    threads: int = 192
+    # Open connections per agency before it stops accepting more; workers keep up to
+    # ``limits.concurrency`` idle connections per agency in their pools.
+    connection_limit: int = 1000
 
 
 def build_app(agency: Agency, scheduler: Scheduler):
@@ -77,49 +80,49 @@ class Sandbox:
             for agency_id in AGENCY_IDS
         }
         self.urls: dict[str, str] = {}
-        self._servers: list[BaseWSGIServer] = []
-        self._threads: list[threading.Thread] = []
+        self._servers: list[AgencyServer] = []
         self._scheduler: Scheduler | None = None
 
     def start(self) -> dict[str, str]:
         """Bind every server (port 0 = any free port), serve them, return their base URLs."""
-        logging.getLogger("werkzeug").setLevel(
-            logging.INFO if self.settings.verbose else logging.WARNING
+        settings = self.settings
+        # Waitress logs queue depths and dropped clients as warnings: part of the act here.
+        logging.getLogger("waitress").setLevel(
+            logging.INFO if settings.verbose else logging.ERROR
         )
-        handler = WSGIRequestHandler if self.settings.verbose else QuietRequestHandler
         self._scheduler = Scheduler()
-        for agency_id, agency in self.agencies.items():
-            app = build_app(agency, self._scheduler)
-            server = make_server(
-                self.settings.host,
-                self.settings.ports.get(agency_id, DEFAULT_PORTS[agency_id]),
-                app,
-                threaded=True,
-                request_handler=handler,
-            )
-            self._servers.append(server)
-            self.urls[agency_id] = (
-                f"http://{_url_host(self.settings.host)}:{server.server_port}"
-            )
-        for agency_id, server in zip(self.agencies, self._servers):
-            thread = threading.Thread(
-                target=server.serve_forever,
-                kwargs={"poll_interval": 0.1},  # so stop() is quick
-                name=f"sandbox-{agency_id}",
-                daemon=True,
-            )
-            thread.start()
-            self._threads.append(thread)
+        try:
+            for agency_id, agency in self.agencies.items():
+                app = build_app(agency, self._scheduler)
+                if settings.verbose:
+                    app = AccessLog(agency_id, app)
+                server = AgencyServer(
+                    agency_id,
+                    app,
+                    settings.host,
+                    settings.ports.get(agency_id, DEFAULT_PORTS[agency_id]),
+                    threads=settings.threads,
+                    connection_limit=settings.connection_limit,
+                )
+                self._servers.append(server)
+                port = server.start()
+                self.urls[agency_id] = f"http://{_url_host(settings.host)}:{port}"
+        except BaseException:
+            self.stop()
+            raise
         return dict(self.urls)
 
     def stop(self) -> None:
+        """Answer the calls in flight (for up to ``STOP_GRACE`` seconds), then close all."""
+        deadline = time.monotonic() + STOP_GRACE
         for server in self._servers:
-            server.shutdown()
-            server.server_close()
-        for thread in self._threads:
-            thread.join(timeout=5)
+            server.begin_stop()
+        for server in self._servers:
+            server.stop(deadline)
+        self._servers.clear()
         if self._scheduler:
             self._scheduler.stop()
+            self._scheduler = None
 
 
 def _url_host(host: str) -> str:

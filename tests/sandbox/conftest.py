@@ -122,6 +122,7 @@ def start_sandbox(*extra: str) -> tuple[subprocess.Popen, dict[str, str]]:
         text=True,
         env={**os.environ, "PYTHONUNBUFFERED": "1"},
     )
+    process.errors = errors  # type: ignore[attr-defined]  # see stderr_of()
     urls: dict[str, str] = {}
     deadline = time.monotonic() + 20
     while time.monotonic() < deadline:
@@ -137,6 +138,12 @@ def start_sandbox(*extra: str) -> tuple[subprocess.Popen, dict[str, str]]:
             urls[parts[1]] = parts[2]
     process.kill()
     raise RuntimeError("sandbox did not become ready in time")
+
+
+def stderr_of(process: subprocess.Popen) -> str:
+    """What a sandbox started by ``start_sandbox`` has written to stderr so far."""
+    process.errors.seek(0)
+    return process.errors.read()
 
 
 def stop_sandbox(process: subprocess.Popen) -> int:
@@ -178,6 +185,7 @@ class Launcher:
 
     start = staticmethod(start_sandbox)
     stop = staticmethod(stop_sandbox)
+    stderr = staticmethod(stderr_of)
 
 
 @pytest.fixture
