@@ -1,9 +1,10 @@
 """The worker: agency queue → adapter → status event, then ack.  Holds no database.
 
-One pika connection, used only by the thread that runs ``run()``.  Agency calls run in a
-thread pool so one process keeps many slow calls in flight; their results come back to
-the connection thread with ``add_callback_threadsafe``, which publishes the outcome with
-a publisher confirm and only then acks the delivery.  A crash anywhere before the ack
+One pika ``SelectConnection``, run by the thread that calls ``run()`` (``_Session``).
+Agency calls run in a thread pool so one process keeps many slow calls in flight; their
+results come back to the connection's ioloop with ``add_callback_threadsafe``, which
+publishes the outcome without waiting and acks the delivery once the broker confirmed
+everything published for it (``_Delivery``).  A crash anywhere before the ack
 redelivers the message, and the agency sees the same request id again (idempotent); where
 the agency is configured for it (``idempotency.lookup_before_resend``) the worker first
 asks whether that request already went through, before every filing: after a broker
@@ -26,15 +27,17 @@ from __future__ import annotations
 
 import json
 import logging
+import random
 import threading
 import time
 import uuid
 from collections import Counter
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
-import pika.exceptions
+import pika
 
 from adapters.base import Adapter, Outcome, OutcomeKind
 from adapters.registry import adapter_class
@@ -43,16 +46,15 @@ from gateway.catalog import Agency, Catalog
 from gateway.domain.errors import (
     AgencyError,
     BrokerUnavailable,
-    PublishNotConfirmed,
     UnsupportedOperation,
 )
 from gateway.logs import correlation
 
 from . import messages
 from .breaker import breaker_for
-from .connection import CONNECTION_ERRORS, connect_with_backoff
+from .connection import CONNECTION_ERRORS, connect_with_backoff, parameters
 from .limits import AgencyLimits
-from .publisher import Publisher
+from .publisher import ConfirmWindow
 from .retry import RetryPlan, poll_delays
 from .topology import Names, declare_for
 
@@ -95,7 +97,6 @@ class Worker:
         self.breakers = {}
         self.stopping = threading.Event()
         self._pool: ThreadPoolExecutor | None = None
-        self._in_flight = 0
         self._lock = threading.Lock()
         # Request ids being called in this process: a second copy of one request waits for
         # the first, then looks it up instead of filing it again.
@@ -117,30 +118,36 @@ class Worker:
         """Consume until ``stop()``; reconnects after broker restarts."""
         if self._pool is None:
             self.start()
+        delay = 0.2
+        # A cluster's URLs in random order; after a lost or failed connection the next one.
+        urls = random.sample(self.urls, len(self.urls))
+        turn = 0
         while not self.stopping.is_set():
-            connection = connect_with_backoff(self.urls, name="satupintu-worker", stopping=self.stopping.is_set)
-            if connection is None:
-                break
-            self.connections += 1  # more than one means the broker was lost at least once
+            session = None
             try:
-                self._consume(connection)
-            except CONNECTION_ERRORS + (BrokerUnavailable, PublishNotConfirmed) as exc:
-                log.warning("worker lost the broker: %r; reconnecting", exc)
-            finally:
+                # Declaring is a handful of synchronous round trips: a blocking connection does it.
+                blocking = connect_with_backoff(self.urls, name="satupintu-worker-declare",
+                                                stopping=self.stopping.is_set)
+                if blocking is None:
+                    break
                 try:
-                    if connection.is_open:
-                        connection.close()
-                except Exception:  # noqa: BLE001 - closing a broken connection may raise anything
-                    pass
+                    declare_for(blocking.channel(), self.names, self.agencies.values())
+                finally:
+                    blocking.close()
+                session = _Session(self, urls[turn % len(urls)])
+                session.run()
+            except CONNECTION_ERRORS + (BrokerUnavailable,) as exc:
+                log.warning("worker lost the broker: %r; reconnecting in %.1fs", exc, delay)
+                turn += 1
+            if session is not None and session.opened:
+                delay = 0.2  # it worked for a while: start backing off afresh
+            if self.stopping.wait(delay):
+                break
+            delay = min(10.0, delay * 2)
         self._drain_pool()
 
     def stop(self) -> None:
         self.stopping.set()
-
-    def kill(self) -> None:
-        self.stopping.set()
-        if self._pool:
-            self._pool.shutdown(wait=False, cancel_futures=True)
 
     def _drain_pool(self) -> None:
         if self._pool:
@@ -151,36 +158,9 @@ class Worker:
             except Exception:
                 log.exception("adapter close failed")
 
-    # --- consuming -------------------------------------------------------------------
+    # --- consuming (the session's ioloop thread) ----------------------------------------
 
-    def _consume(self, connection) -> None:
-        publish_channel = connection.channel()
-        declare_for(publish_channel, self.names, self.agencies.values())
-        publisher = Publisher(publish_channel)
-        consumers = []
-        for agency in self.agencies.values():
-            channel = connection.channel()
-            # Prefetch bounds the calls in flight to this agency: the concurrency limit.
-            channel.basic_qos(prefetch_count=agency.concurrency)
-            tag = channel.basic_consume(
-                self.names.agency_queue(agency.id),
-                lambda ch, method, props, body: self._on_message(connection, publisher, ch, method, props, body))
-            consumers.append((channel, tag))
-        log.info("worker consuming %s", ", ".join(self.agencies))
-        while not self.stopping.is_set():
-            if not connection.is_open:
-                # Lost inside a callback that had to swallow the error (an ack that could not
-                # be sent); pika would raise ValueError on the next call.  Reconnect instead.
-                raise pika.exceptions.StreamLostError("the connection closed under the worker")
-            connection.process_data_events(time_limit=0.5)
-        # Graceful stop: no new deliveries; let the calls in flight finish and be acked.
-        for channel, tag in consumers:
-            channel.basic_cancel(tag)
-        deadline = time.monotonic() + 30
-        while self._in_flight and time.monotonic() < deadline:
-            connection.process_data_events(time_limit=0.2)
-
-    def _on_message(self, connection, publisher: Publisher, channel, method, props, raw: bytes) -> None:
+    def _on_message(self, session: _Session, channel, method, props, raw: bytes) -> None:
         try:
             body = json.loads(raw)
             agency = self.agencies[body["agency"]]
@@ -190,6 +170,7 @@ class Worker:
             log.error("unreadable message on %s: %r", method.routing_key, exc)
             channel.basic_reject(method.delivery_tag, requeue=False)
             return
+        delivery = _Delivery(session, channel, method.delivery_tag, body.get("request_id"))
         # Broker-set headers (delivery count, x-death) belong to this delivery, not to the
         # messages we publish from it.
         headers = {k: v for k, v in (props.headers or {}).items()
@@ -205,50 +186,41 @@ class Worker:
         if not wait and not breaker.allow():
             wait, reason = max(breaker.retry_in(), 0.001), f"circuit breaker of {agency.id} is open"
         if wait:
-            self._defer(publisher, channel, method.delivery_tag, agency, body, headers, wait, reason,
-                        maybe_sent=maybe_sent)
+            self._defer(delivery, agency, body, headers, wait, reason, maybe_sent=maybe_sent)
+            delivery.seal()
             return
         call_state = _CallState(started=time.time(), redelivered=bool(method.redelivered))
         if kind == "send":
             if self.announce_after <= 0:
-                self._announce(publisher, body, request.attempt, call_state)
+                self._announce(session, body, request.attempt, call_state)
             else:
-                call_state.timer = connection.call_later(
-                    self.announce_after, lambda: self._announce(publisher, body, request.attempt, call_state))
-        with self._lock:
-            self._in_flight += 1
+                call_state.timer = session.ioloop.call_later(
+                    self.announce_after, lambda: self._announce(session, body, request.attempt, call_state))
+        session.in_flight += 1
         adapter = self.adapters[agency.id]
 
         def call() -> None:
             call_state.started = time.time()
             outcome = self._guarded_call(adapter, agency, kind, request, maybe_sent=maybe_sent)
             call_state.seconds = time.time() - call_state.started
-            try:
-                connection.add_callback_threadsafe(
-                    lambda: self._finish(publisher, channel, method.delivery_tag, agency, kind, body, headers,
-                                         request.attempt, outcome, call_state, connection))
-            except Exception as exc:  # noqa: BLE001 - the connection is gone: the broker redelivers
-                log.warning("outcome of %s dropped, the connection closed: %r", request.request_id, exc)
-                with self._lock:
-                    self._in_flight -= 1
+            if not session.hand_back(lambda: self._finish(delivery, agency, kind, body, headers, request.attempt,
+                                                          outcome, call_state)):
+                # That connection is gone: the broker redelivers the message.
+                log.warning("outcome of %s dropped, the connection closed", request.request_id)
 
         assert self._pool is not None
         self._pool.submit(call)
 
-    def _announce(self, publisher: Publisher, body: dict[str, Any], attempt: int, call_state: _CallState) -> None:
-        """The ``sent`` event: a worker holds the request and calls the agency (connection thread)."""
+    def _announce(self, session: _Session, body: dict[str, Any], attempt: int, call_state: _CallState) -> None:
+        """The ``sent`` event: a worker holds the request and calls the agency (ioloop thread)."""
         call_state.timer = None
-        if call_state.finished:
+        if call_state.finished or session.closing:
             return
-        call_state.announced = True
         event = messages.status_event(body, type="attempt", status="sent", attempt=attempt,
                                       detail={"redelivered": call_state.redelivered,
                                               "started_at": messages.iso_time(call_state.started)})
-        try:
-            publisher.publish(self.names.status, messages.status_key(event), event)
-        except PublishNotConfirmed:
-            self.breakers[body["agency"]].release()
-            raise
+        # Informational: nothing waits for its confirm (the outcome follows on the same channel).
+        session.publish(self.names.status, messages.status_key(event), event, None, token=None)
 
     def _guarded_call(self, adapter: Adapter, agency: Agency, kind: str, request, *,
                       maybe_sent: bool) -> Outcome | str:
@@ -309,40 +281,34 @@ class Worker:
                                  "agency": agency.id, "traceparent": request.headers.get("traceparent")})
             return Outcome(kind=OutcomeKind.TRANSIENT, reason=f"adapter error: {type(exc).__name__}: {exc}")
 
-    # --- outcomes (connection thread) -------------------------------------------------
+    # --- outcomes (ioloop thread) ----------------------------------------------------
 
-    def _finish(self, publisher: Publisher, channel, delivery_tag: int, agency: Agency, kind: str,
-                body: dict[str, Any], headers: dict[str, Any], attempt: int, outcome: Outcome | str,
-                call_state: _CallState, connection) -> None:
+    def _finish(self, delivery: _Delivery, agency: Agency, kind: str, body: dict[str, Any], headers: dict[str, Any],
+                attempt: int, outcome: Outcome | str, call_state: _CallState) -> None:
+        session = delivery.session
+        session.in_flight -= 1
         call_state.finished = True
         if call_state.timer is not None:
-            connection.remove_timeout(call_state.timer)
+            session.ioloop.remove_timeout(call_state.timer)
             call_state.timer = None
+        if session.closing:
+            return  # not acked: the broker redelivers it; the agency sees the same request id again
         try:
             if outcome == "unsupported":
                 event = messages.status_event(body, type=f"{kind}-unsupported", attempt=attempt,
                                               detail={"note": f"agency {agency.id} cannot {kind}; "
                                                               "the decision still arrives"})
-                publisher.publish(self.names.status, messages.status_key(event), event)
+                delivery.publish(self.names.status, messages.status_key(event), event)
             else:
                 assert isinstance(outcome, Outcome)
-                self._route(publisher, agency, kind, body, headers, attempt, outcome, call_state.detail())
-            channel.basic_ack(delivery_tag)
-        except CONNECTION_ERRORS as exc:
-            # Not acked: the broker redelivers it; the agency sees the same request id again.
+                self._route(delivery, agency, kind, body, headers, attempt, outcome, call_state.detail())
+        except Exception as exc:  # noqa: BLE001 - a channel that broke under us: redelivered
             log.warning("could not finish %s: %r", body.get("request_id"), exc, extra=correlation(body, headers))
-        except PublishNotConfirmed as exc:
-            log.error("outcome of %s not confirmed: %s; requeueing", body.get("request_id"), exc,
-                      extra=correlation(body, headers))
-            try:
-                channel.basic_nack(delivery_tag, requeue=True)
-            except CONNECTION_ERRORS:
-                pass
-        finally:
-            with self._lock:
-                self._in_flight -= 1
+            delivery.abandon()
+            return
+        delivery.seal()
 
-    def _route(self, publisher: Publisher, agency: Agency, kind: str, body: dict[str, Any],
+    def _route(self, delivery: _Delivery, agency: Agency, kind: str, body: dict[str, Any],
                headers: dict[str, Any], attempt: int, outcome: Outcome, call: dict[str, Any]) -> None:
         """Publish what the call led to; ``call`` (when it started, how long it took) goes into
         the outcome and retry events, where operators read the agency's latency."""
@@ -350,73 +316,262 @@ class Worker:
         if outcome.kind.is_failure:
             if kind == "cancel":
                 event = messages.status_event(body, type="cancel-failed", attempt=attempt, reason=outcome.reason)
-                publisher.publish(self.names.status, messages.status_key(event), event)
+                delivery.publish(self.names.status, messages.status_key(event), event)
                 return
             delay = plan.retry_delay(attempt) if outcome.kind is OutcomeKind.TRANSIENT else None
             if delay is not None:
                 retry_headers = dict(headers, **{"x-attempt": attempt + 1, "x-last-error": outcome.reason or ""})
-                publisher.publish(self.names.retry(delay), agency.id, body, retry_headers)
+                delivery.publish(self.names.retry(delay), agency.id, body, retry_headers)
                 metrics.RETRIES.labels(agency.id).inc()
                 event = messages.status_event(body, type="retry", attempt=attempt, reason=outcome.reason,
                                               detail=dict(call, next_attempt=attempt + 1, delay_seconds=delay))
-                publisher.publish(self.names.status, messages.status_key(event), event)
+                delivery.publish(self.names.status, messages.status_key(event), event)
             else:
-                self._dead(publisher, body, headers, attempt, outcome.reason or "failed", raw=outcome.raw)
+                self._dead(delivery, body, headers, attempt, outcome.reason or "failed", raw=outcome.raw)
             return
         if kind == "poll" and outcome.kind is OutcomeKind.ACCEPTED:
-            self._schedule_poll(publisher, agency, body, headers, outcome)
+            self._schedule_poll(delivery, agency, body, headers, outcome)
             return
         status = messages.OUTCOME_STATUS[outcome.kind.value]
         event = messages.status_event(body, type="poll" if kind == "poll" else "outcome", status=status,
                                       attempt=attempt, reference=outcome.reference or body.get("reference"),
                                       reason=outcome.reason, output=outcome.output, detail=call)
-        publisher.publish(self.names.status, messages.status_key(event), event)
+        delivery.publish(self.names.status, messages.status_key(event), event)
         if kind == "send" and outcome.kind is OutcomeKind.ACCEPTED and agency.decisions == "poll":
             poll_body = dict(body, kind="poll", reference=outcome.reference, message_id=uuid.uuid4().hex)
-            self._schedule_poll(publisher, agency, poll_body, dict(headers, **{"x-poll-started": int(time.time()),
+            self._schedule_poll(delivery, agency, poll_body, dict(headers, **{"x-poll-started": int(time.time()),
                                                                                "x-poll-round": 0}), None)
 
-    def _schedule_poll(self, publisher: Publisher, agency: Agency, body: dict[str, Any], headers: dict[str, Any],
+    def _schedule_poll(self, delivery: _Delivery, agency: Agency, body: dict[str, Any], headers: dict[str, Any],
                        outcome: Outcome | None) -> None:
         started = float(headers.get("x-poll-started", time.time()))
         rounds = int(headers.get("x-poll-round", 0))
         if time.time() - started >= agency.poll_deadline:
-            self._dead(publisher, body, headers, int(headers.get("x-attempt", 1)),
+            self._dead(delivery, body, headers, int(headers.get("x-attempt", 1)),
                        f"no decision within {agency.poll_deadline:g} s")
             return
         delay = self.plans[agency.id].poll_delay(rounds)
-        publisher.publish(self.names.retry(delay), agency.id, body,
+        delivery.publish(self.names.retry(delay), agency.id, body,
                           dict(headers, **{"x-poll-round": rounds + 1, "x-poll-started": int(started)}))
         if outcome is not None:
             event = messages.status_event(body, type="poll", detail={"round": rounds + 1, "decision": "pending"})
-            publisher.publish(self.names.status, messages.status_key(event), event)
+            delivery.publish(self.names.status, messages.status_key(event), event)
 
-    def _defer(self, publisher: Publisher, channel, delivery_tag: int, agency: Agency, body: dict[str, Any],
-               headers: dict[str, Any], wait: float, reason: str, *, maybe_sent: bool) -> None:
-        """Park a message in a delay tier without spending an attempt; ack once that is confirmed."""
+    def _defer(self, delivery: _Delivery, agency: Agency, body: dict[str, Any], headers: dict[str, Any],
+               wait: float, reason: str, *, maybe_sent: bool) -> None:
+        """Park a message in a delay tier without spending an attempt (acked once that is confirmed)."""
         tiers = sorted(set(agency.retry_delays) | (set(poll_delays(agency)) if agency.decisions == "poll" else set()))
         delay = next((t for t in tiers if t >= wait), tiers[-1])
         deferred = int(headers.get("x-deferred", 0))
         parked = dict(headers, **{"x-deferred": deferred + 1})
         if maybe_sent:
             parked["x-maybe-sent"] = True
-        try:
-            publisher.publish(self.names.retry(delay), agency.id, body, parked)
-            if not deferred:  # the history shows the first wait, not every round of it
-                event = messages.status_event(body, type="deferred", attempt=int(headers.get("x-attempt", 1)),
-                                              reason=reason, detail={"delay_seconds": delay})
-                publisher.publish(self.names.status, messages.status_key(event), event)
-            channel.basic_ack(delivery_tag)
-        except PublishNotConfirmed as exc:
-            log.error("could not defer %s: %s; requeueing", body.get("request_id"), exc)
-            channel.basic_nack(delivery_tag, requeue=True)
+        delivery.publish(self.names.retry(delay), agency.id, body, parked)
+        if not deferred:  # the history shows the first wait, not every round of it
+            event = messages.status_event(body, type="deferred", attempt=int(headers.get("x-attempt", 1)),
+                                          reason=reason, detail={"delay_seconds": delay})
+            delivery.publish(self.names.status, messages.status_key(event), event)
 
-    def _dead(self, publisher: Publisher, body: dict[str, Any], headers: dict[str, Any], attempt: int,
+    def _dead(self, delivery: _Delivery, body: dict[str, Any], headers: dict[str, Any], attempt: int,
               reason: str, *, raw: str | None = None) -> None:
         dead_headers = dict(headers, **{"x-attempt": attempt, "x-last-error": reason[:2000]})
         if raw:
             dead_headers["x-raw-answer"] = raw[:2000]
-        publisher.publish(self.names.dead, body["agency"], body, dead_headers)
+        delivery.publish(self.names.dead, body["agency"], body, dead_headers)
         metrics.DEAD_LETTERED.labels(body["agency"]).inc()
         log.warning("dead-lettered after %d attempt(s): %s", attempt, reason[:200], extra=correlation(body, headers))
 
+
+
+class _Delivery:
+    """One consumed message: acked once every message published for it is confirmed.
+
+    The worker publishes what a call led to (an outcome, or a retry and its event, ...)
+    with ``publish()``, then ``seal()``s the delivery; the confirms arrive later on the
+    same ioloop.  All confirmed: ``basic_ack``.  Any refused (a nack, or returned for want
+    of a queue): ``basic_nack(requeue=True)``, so the message comes back, as when a
+    blocking publish failed before.
+    """
+
+    __slots__ = ("session", "channel", "tag", "request_id", "outstanding", "failed", "sealed", "settled")
+
+    def __init__(self, session: _Session, channel, tag: int, request_id: str | None):
+        self.session = session
+        self.channel = channel
+        self.tag = tag
+        self.request_id = request_id
+        self.outstanding = 0
+        self.failed = False
+        self.sealed = False
+        self.settled = False
+
+    def publish(self, exchange: str, routing_key: str, body: dict[str, Any],
+                headers: dict[str, Any] | None = None) -> None:
+        self.outstanding += 1
+        self.session.publish(exchange, routing_key, body, headers, token=self)
+
+    def seal(self) -> None:
+        """Nothing more will be published for this delivery."""
+        self.sealed = True
+        self._maybe_settle()
+
+    def abandon(self) -> None:
+        """Leave it unacked: the broker redelivers it when the channel or connection goes."""
+        self.settled = True
+
+    def confirmed(self, ok: bool) -> None:
+        self.outstanding -= 1
+        if not ok:
+            self.failed = True
+        self._maybe_settle()
+
+    def _maybe_settle(self) -> None:
+        if self.settled or not self.sealed or self.outstanding > 0:
+            return
+        self.settled = True
+        if not self.channel.is_open:
+            return  # redelivered by the broker
+        if self.failed:
+            log.error("a message published for %s was not confirmed; requeueing", self.request_id)
+            self.channel.basic_nack(self.tag, requeue=True)
+        else:
+            self.channel.basic_ack(self.tag)
+
+
+class _Session:
+    """One broker connection's life: consume, call, publish asynchronously, ack on confirm.
+
+    A pika ``SelectConnection`` on the worker's thread.  One channel publishes, in confirm
+    mode, through a ``ConfirmWindow``: publishes do not wait for their confirm, so the
+    ioloop keeps dispatching deliveries and heartbeats while earlier outcomes are
+    confirmed; each delivery is acked when the last of its publishes is confirmed.  One
+    channel per agency consumes, with that agency's concurrency as its prefetch.  Agency
+    calls run in the worker's thread pool and hand their outcome back with
+    ``hand_back()`` (``add_callback_threadsafe``).
+    """
+
+    def __init__(self, worker: Worker, url: str):
+        self.worker = worker
+        self.opened = False
+        self.closing = False
+        self.error: BaseException | None = None
+        self.in_flight = 0  # agency calls started from this connection's deliveries
+        self.window: ConfirmWindow | None = None
+        self.consumers: list[tuple[Any, str]] = []
+        self.stop_deadline: float | None = None
+        self._ended = False
+        self._lock = threading.Lock()
+        self.connection = pika.SelectConnection(
+            parameters(url, name="satupintu-worker"), on_open_callback=self._on_open,
+            on_open_error_callback=self._on_open_error, on_close_callback=self._on_close)
+        self.ioloop = self.connection.ioloop
+
+    def run(self) -> None:
+        try:
+            self.ioloop.start()
+        finally:
+            with self._lock:
+                self._ended = True
+            try:
+                self.ioloop.close()
+            except Exception:  # noqa: BLE001 - closing a broken loop may raise anything
+                pass
+        if self.error is not None:
+            raise self.error
+
+    def hand_back(self, callback: Callable[[], None]) -> bool:
+        """Run ``callback`` on the ioloop (from any thread); False when this session is over."""
+        with self._lock:
+            if self._ended:
+                return False
+            try:
+                self.ioloop.add_callback_threadsafe(callback)
+            except Exception:  # noqa: BLE001 - the loop is closing
+                return False
+            return True
+
+    def publish(self, exchange: str, routing_key: str, body: dict[str, Any], headers: dict[str, Any] | None,
+                *, token: _Delivery | None) -> None:
+        assert self.window is not None
+        message_id = body.get("message_id") or body.get("event_id") or uuid.uuid4().hex
+        self.window.publish(exchange, routing_key, body, headers, token, message_id=message_id)
+
+    # --- connection lifecycle --------------------------------------------------------
+
+    def _on_open(self, connection) -> None:
+        connection.channel(on_open_callback=self._on_publish_channel)
+
+    def _on_open_error(self, _connection, exc: BaseException) -> None:
+        self.error = BrokerUnavailable(f"worker could not connect: {exc!r}")
+        self.ioloop.stop()
+
+    def _on_close(self, _connection, reason: BaseException) -> None:
+        if not self.closing:
+            self.error = BrokerUnavailable(f"worker connection closed: {reason!r}")
+        self.closing = True
+        self.ioloop.stop()
+
+    def _on_channel_closed(self, _channel, reason: BaseException) -> None:
+        if not self.closing:
+            log.warning("worker channel closed: %r", reason)
+            self.closing = True
+            self.error = BrokerUnavailable(f"worker channel closed: {reason!r}")
+            if self.connection.is_open:
+                self.connection.close()
+
+    def _on_publish_channel(self, channel) -> None:
+        channel.add_on_close_callback(self._on_channel_closed)
+        self.window = ConfirmWindow(channel, self._on_settled)
+        self.window.start(on_ready=self._open_consumers)
+
+    def _open_consumers(self) -> None:
+        for agency in self.worker.agencies.values():
+            self.connection.channel(on_open_callback=lambda ch, a=agency: self._on_consumer_channel(ch, a))
+        self.ioloop.call_later(0.2, self._watch)
+
+    def _on_consumer_channel(self, channel, agency: Agency) -> None:
+        channel.add_on_close_callback(self._on_channel_closed)
+
+        def consume(_frame) -> None:
+            tag = channel.basic_consume(
+                self.worker.names.agency_queue(agency.id),
+                lambda ch, method, props, body: self.worker._on_message(self, ch, method, props, body))
+            self.consumers.append((channel, tag))
+            if len(self.consumers) == len(self.worker.agencies):
+                self.opened = True
+                self.worker.connections += 1  # more than one means the broker was lost at least once
+                log.info("worker consuming %s", ", ".join(self.worker.agencies))
+
+        # Prefetch bounds the calls in flight to this agency: the concurrency limit.
+        channel.basic_qos(prefetch_count=agency.concurrency, callback=consume)
+
+    def _on_settled(self, acked: list[Any], failed: list[Any]) -> None:
+        for delivery in acked:
+            if delivery is not None:
+                delivery.confirmed(True)
+        for delivery in failed:
+            if delivery is None:
+                log.warning("a sent-event was not confirmed (informational; the outcome follows)")
+            else:
+                delivery.confirmed(False)
+
+    def _watch(self) -> None:
+        """Every 0.2 s: on ``stop()``, stop consuming, let the calls in flight finish and be
+        acked (30 s at most), then close."""
+        if self.closing:
+            return
+        if self.worker.stopping.is_set():
+            if self.stop_deadline is None:
+                self.stop_deadline = time.monotonic() + 30
+                for channel, tag in self.consumers:
+                    if channel.is_open:
+                        channel.basic_cancel(tag)
+            window_busy = self.window is not None and self.window.in_flight
+            if (self.in_flight or window_busy) and time.monotonic() < self.stop_deadline:
+                self.ioloop.call_later(0.05, self._watch)
+                return
+            self.closing = True
+            if self.connection.is_open:
+                self.connection.close()
+            return
+        self.ioloop.call_later(0.2, self._watch)

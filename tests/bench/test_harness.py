@@ -51,8 +51,9 @@ def test_fast_with_twenty_bundles_reports_every_field_and_cleans_up():
                    result["submit"]["p99_ms"], result["end_to_end"]["p50_ms"]):
         assert figure > 0
     assert result["submit"]["p50_ms"] <= result["submit"]["p99_ms"]
-    # Three parallel steps: one dispatch, one "sent" and one outcome message each.
-    assert result["messages_per_bundle"] == 9
+    # Three parallel steps: one dispatch and one outcome message each, and a "sent" event
+    # for each call still running after SATUPINTU_SENT_EVENT_AFTER (1 s; rare, on a busy machine).
+    assert 6 <= result["messages_per_bundle"] <= 9
     for role in ("gateway", "relay", "tracker", "worker", "sandbox"):
         assert result["processes"][role]["peak_rss_mb"] > 0
     assert result["cpu_ms_per_bundle"] > 0
