@@ -88,25 +88,30 @@ def declare(channel: BlockingChannel, names: Names, *, agencies: Iterable[str] =
 def declare_for(channel: BlockingChannel, names: Names, agencies: Iterable[Agency]) -> None:
     """Declare the topology for ``agencies``, with their retry and poll delay tiers."""
     agencies = list(agencies)
+    declare(channel, names, agencies=[a.id for a in agencies], retry_delays=_delays(agencies))
+
+
+def namespace_queues(names: Names, agencies: Iterable[Agency]) -> list[str]:
+    """Every queue ``declare_for`` declares for ``agencies``."""
+    agencies = list(agencies)
+    return [names.agency_queue(a.id) for a in agencies] + [names.retry(d) for d in sorted(_delays(agencies))] + [
+        names.tracker, names.dead]
+
+
+def _delays(agencies: Iterable[Agency]) -> set[float]:
     delays: set[float] = set()
     for agency in agencies:
         delays.update(agency.retry_delays)
         if agency.decisions == "poll":
             delays.update(poll_delays(agency))
-    declare(channel, names, agencies=[a.id for a in agencies], retry_delays=delays)
+    return delays
 
 
 def delete_for(channel: BlockingChannel, names: Names, agencies: Iterable[Agency]) -> None:
-    """Delete a namespace's queues and exchanges (tests and demo clean-up; loses messages)."""
+    """Delete a namespace's queues and exchanges (tests, demo clean-up, ``satupintu namespace
+    delete``; loses the messages in them)."""
     agencies = list(agencies)
-    delays: set[float] = set()
-    for agency in agencies:
-        delays.update(agency.retry_delays)
-        if agency.decisions == "poll":
-            delays.update(poll_delays(agency))
-    queues = [names.agency_queue(a.id) for a in agencies] + [names.retry(d) for d in delays]
-    queues += [names.tracker, names.dead]
-    for queue in queues:
+    for queue in namespace_queues(names, agencies):
         channel.queue_delete(queue)
-    for exchange in [names.dispatch, names.status, names.dead] + [names.retry(d) for d in delays]:
+    for exchange in [names.dispatch, names.status, names.dead] + [names.retry(d) for d in _delays(agencies)]:
         channel.exchange_delete(exchange)

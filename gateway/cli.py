@@ -325,6 +325,42 @@ def cmd_top(args: argparse.Namespace) -> int:
 
 # --- operator commands (talk to the store) ----------------------------------------------
 
+def cmd_namespace_delete(args: argparse.Namespace) -> int:
+    """Delete a namespace's queues and exchanges from RabbitMQ: a test run or a deployment
+    that is gone for good.  Refuses while its queues hold messages, unless ``--force``."""
+    import pika.exceptions
+
+    from broker.connection import connect
+    from broker.topology import Names, delete_for, namespace_queues
+    settings = _settings()
+    catalog = _catalog(settings)
+    names = Names(args.namespace)
+    connection = connect(settings.amqp_urls, name="satupintu-namespace")
+    try:
+        waiting = {}
+        for queue in namespace_queues(names, catalog.agencies.values()):
+            channel = connection.channel()  # a missing queue closes the channel it was asked on
+            try:
+                waiting[queue] = channel.queue_declare(queue, passive=True).method.message_count
+                channel.close()
+            except pika.exceptions.ChannelClosedByBroker:
+                pass
+        if not waiting:
+            print(f"namespace {args.namespace!r}: no queues on the broker (for the catalog in {settings.config_dir})")
+        full = {q: n for q, n in waiting.items() if n}
+        for queue, count in waiting.items():
+            print(f"{queue}: {count} message(s)")
+        if full and not args.force:
+            print(f"not deleted: {sum(full.values())} message(s) still queued; --force deletes them too",
+                  file=sys.stderr)
+            return 1
+        delete_for(connection.channel(), names, catalog.agencies.values())
+        print(f"namespace {args.namespace!r} deleted: {len(waiting)} queue(s) and its exchanges")
+    finally:
+        connection.close()
+    return 0
+
+
 def cmd_db_upgrade(_args: argparse.Namespace) -> int:
     from .store.migrations import LATEST, upgrade
     applied = upgrade(_engine(_settings(), migrated=False))
@@ -478,6 +514,12 @@ def parser() -> argparse.ArgumentParser:
     config = sub.add_parser("config", help="the catalog")
     config.add_argument("config_command", choices=["check"])
     config.set_defaults(func=cmd_config_check)
+    ns = sub.add_parser("namespace", help="a namespace's queues and exchanges on RabbitMQ")
+    ns_sub = ns.add_subparsers(dest="namespace_command", required=True)
+    ns_delete = ns_sub.add_parser("delete", help="delete them (refused while messages are queued)")
+    ns_delete.add_argument("namespace")
+    ns_delete.add_argument("--force", action="store_true", help="delete queued messages too")
+    ns_delete.set_defaults(func=cmd_namespace_delete)
     db = sub.add_parser("db", help="the store")
     db.add_argument("db_command", choices=["upgrade"])
     db.set_defaults(func=cmd_db_upgrade)
