@@ -80,6 +80,10 @@ def cmd_serve(args: argparse.Namespace) -> int:
             self.cfg.set("timeout", 60)
             self.cfg.set("graceful_timeout", 10)
             self.cfg.set("accesslog", None)
+            self.cfg.set("keepalive", 55)  # as gunicorn.conf.py: outlive a balancer's idle timeout
+            if os.path.isdir("/dev/shm"):
+                # gunicorn's heartbeat touches this file on every request: keep it in memory.
+                self.cfg.set("worker_tmp_dir", "/dev/shm")
 
         def load(self):
             return flask_app

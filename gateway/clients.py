@@ -16,6 +16,20 @@ from .store import tables as t
 
 SCOPES = ("submit", "read", "ops")
 
+# Revocations and rotations made by this process: a verified-key cache
+# (gateway/api/keycache.py) forgets what it remembered when this changes.
+_changes = 0
+
+
+def changes() -> int:
+    """How many revocations and rotations this process has made."""
+    return _changes
+
+
+def _changed() -> None:
+    global _changes
+    _changes += 1
+
 
 @dataclass(frozen=True)
 class Client:
@@ -78,6 +92,7 @@ def revoke(conn: Connection, name: str) -> None:
                           .values(revoked_at=records.now()))
     if result.rowcount == 0:
         raise NotFound(f"no active client named {name!r}")
+    _changed()
 
 
 def rotate(conn: Connection, name: str) -> str:
@@ -86,4 +101,5 @@ def rotate(conn: Connection, name: str) -> str:
                           .values(key_hash=hash_key(key)))
     if result.rowcount == 0:
         raise NotFound(f"no active client named {name!r}")
+    _changed()
     return key

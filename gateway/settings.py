@@ -29,6 +29,12 @@ class Settings:
     # bucket): requests per second, and the burst a client may spend at once; 0 turns it off.
     rate_limit: float = 100.0
     rate_burst: int = 200
+    # How long a gateway process may keep tokens it leased from a client's bucket (one
+    # UPSERT takes several when the client is busy); 0 takes one token per request.
+    rate_lease_seconds: float = 0.1
+    # How long a process trusts an API key it has verified before asking the store again:
+    # the longest a revoked or rotated key keeps working in another process; 0 turns it off.
+    key_cache_seconds: float = 5.0
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -43,7 +49,23 @@ class Settings:
             bind=env.get("SATUPINTU_BIND", defaults.bind),
             max_body_bytes=int(env.get("SATUPINTU_MAX_BODY_BYTES", defaults.max_body_bytes)),
             **_rate_limit(env.get("SATUPINTU_RATE_LIMIT"), defaults),
+            rate_lease_seconds=_seconds(env, "SATUPINTU_RATE_LEASE_SECONDS", defaults.rate_lease_seconds, most=1),
+            key_cache_seconds=_seconds(env, "SATUPINTU_KEY_CACHE_SECONDS", defaults.key_cache_seconds, most=300),
         )
+
+
+def _seconds(env: Mapping[str, str], name: str, default: float, *, most: float) -> float:
+    """A duration setting in seconds, 0 to ``most``; 0 turns the feature off."""
+    value = env.get(name)
+    if value is None or not value.strip():
+        return default
+    try:
+        seconds = float(value)
+    except ValueError:
+        raise ValueError(f"{name}={value!r}: expected a number of seconds, e.g. {default:g}") from None
+    if not 0 <= seconds <= most:  # also refuses NaN
+        raise ValueError(f"{name}={value!r}: must be between 0 and {most:g} seconds (0 turns it off)")
+    return seconds
 
 
 def _rate_limit(value: str | None, defaults: Settings) -> dict[str, float | int]:

@@ -23,10 +23,11 @@ from .store import tables as t
 DISPATCH = "dispatch"  # exchange name, without the namespace prefix
 
 
-def traceparent(application_id: str) -> str:
-    """A W3C traceparent whose trace id is derived from the application id."""
+def traceparent(application_id: str, span_id: str | None = None) -> str:
+    """A W3C traceparent whose trace id is derived from the application id (``span_id``:
+    16 random hex digits, made here when not given)."""
     trace_id = application_id.split("_")[-1][:32].ljust(32, "0")
-    return f"00-{trace_id}-{secrets.token_hex(8)}-01"
+    return f"00-{trace_id}-{span_id or secrets.token_hex(8)}-01"
 
 
 def mapping_context(app: Any, requests: list[Any]) -> dict[str, Any]:
@@ -39,10 +40,14 @@ def mapping_context(app: Any, requests: list[Any]) -> dict[str, Any]:
 
 
 def dispatch_message(*, app: Any, request: Any, kind: str = "send", payload: dict[str, Any] | None = None,
-                     reference: str | None = None, maybe_sent: bool = False) -> dict[str, Any]:
-    """The outbox row (exchange, routing key, body, headers) of one dispatch message for ``request``."""
+                     reference: str | None = None, maybe_sent: bool = False, message_id: str | None = None,
+                     span_id: str | None = None) -> dict[str, Any]:
+    """The outbox row (exchange, routing key, body, headers) of one dispatch message for ``request``.
+
+    ``message_id`` and the traceparent's ``span_id`` are made here unless the caller has them.
+    """
     body = {
-        "message_id": records.new_id("msg"),
+        "message_id": message_id or records.new_id("msg"),
         "kind": kind,
         "request_id": request.id,
         "application_id": app.id,
@@ -53,7 +58,7 @@ def dispatch_message(*, app: Any, request: Any, kind: str = "send", payload: dic
         "payload": payload or {},
         "reference": reference,
     }
-    headers = {"application_id": app.id, "request_id": request.id, "traceparent": traceparent(app.id),
+    headers = {"application_id": app.id, "request_id": request.id, "traceparent": traceparent(app.id, span_id),
                "x-attempt": 1}
     if maybe_sent:
         headers["x-maybe-sent"] = True

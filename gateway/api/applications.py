@@ -9,7 +9,7 @@ import re
 import time
 from typing import Any
 
-from flask import Blueprint, Response, current_app, request, stream_with_context, url_for
+from flask import Blueprint, Response, current_app, g, request, stream_with_context
 
 from .. import applications as apps
 from .. import privacy
@@ -133,11 +133,13 @@ def submit() -> Response:
         raise Problem(400, "Bad Request", "Idempotency-Key must be 1 to 200 printable characters",
                       type=TYPES + "malformed")
     body = json_body()
+    g.submission = body  # counted by service in gateway/api/metrics.py without parsing it again
     _check_envelope(body)
     c = ctx()
     document, _created = apps.submit(c.engine, c.catalog, current_client(), body, key)
     response = Response(json.dumps(document), status=202, mimetype="application/json")
-    response.headers["Location"] = url_for("applications.read", app_id=document["id"])
+    # What url_for("applications.read") gives, without building it through the URL map.
+    response.headers["Location"] = f"{request.script_root}{bp.url_prefix}/applications/{document['id']}"
     return response
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from flask import current_app, g, request
@@ -14,6 +14,7 @@ from .. import clients
 from ..catalog import Catalog
 from ..settings import Settings
 from . import ratelimit
+from .keycache import KeyCache
 from .problems import TYPES, Problem
 
 
@@ -22,6 +23,9 @@ class Context:
     settings: Settings
     catalog: Catalog
     engine: Engine
+    # This process's memory of verified keys and its leased rate-limit tokens.
+    keys: KeyCache = field(default_factory=KeyCache)
+    leases: ratelimit.Leases = field(default_factory=ratelimit.Leases)
 
 
 def ctx() -> Context:
@@ -45,20 +49,30 @@ def authenticate() -> clients.Client:
     if not key:
         raise Problem(401, "Unauthorized", "send `Authorization: Bearer <api key>`", type=TYPES + "unauthorized",
                       headers={"WWW-Authenticate": 'Bearer realm="satupintu"'})
-    with ctx().engine.connect().execution_options(readonly=True) as conn:
-        client = clients.authenticate(conn, key)
+    c = ctx()
+    # Operators' requests (the dashboard, /ops/api) are few: they look the key up every time,
+    # so revoking an operator's key still ends their sessions at once (docs/security.md).
+    seconds = 0 if request.path.startswith("/ops") else c.settings.key_cache_seconds
+    client = c.keys.client(key, functools.partial(_lookup, c.engine), seconds=seconds)
     if client is None:
         raise Problem(401, "Unauthorized", "the API key is not valid or was revoked", type=TYPES + "unauthorized",
                       headers={"WWW-Authenticate": 'Bearer realm="satupintu", error="invalid_token"'})
     return client
 
 
+def _lookup(engine: Engine, key: str) -> clients.Client | None:
+    with engine.connect().execution_options(readonly=True) as conn:
+        return clients.authenticate(conn, key)
+
+
 def limit(client: clients.Client) -> None:
     """429 when ``client`` has spent its rate limit (``SATUPINTU_RATE_LIMIT``), in every process."""
-    settings = ctx().settings
+    c = ctx()
+    settings = c.settings
     if settings.rate_limit <= 0:
         return
-    verdict = ratelimit.take(ctx().engine, client.id, rate=settings.rate_limit, burst=settings.rate_burst)
+    verdict = c.leases.spend(c.engine, client.id, rate=settings.rate_limit, burst=settings.rate_burst,
+                             lease=settings.rate_lease_seconds)
     if not verdict.allowed:
         raise Problem(429, "Too Many Requests",
                       f"this client may make {settings.rate_limit:g} requests a second (bursts of "

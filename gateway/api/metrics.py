@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import json
 
-from flask import Blueprint, Response, request
+from flask import Blueprint, Response, g, request
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 from prometheus_client.core import GaugeMetricFamily
 from sqlalchemy import func, select
@@ -116,7 +116,7 @@ def count_submissions(response: Response) -> Response:
     if request.method == "POST" and request.path == "/v1/applications":
         service = "unknown"
         try:
-            body = json.loads(request.get_data(cache=True) or b"null")
+            body = g.submission if "submission" in g else json.loads(request.get_data(cache=True) or b"null")
             if isinstance(body, dict) and body.get("service") in ctx().catalog.services:
                 service = body["service"]
         except (ValueError, TypeError, RecursionError, HTTPException):  # hostile bodies: 413, deep, unhashable

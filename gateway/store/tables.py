@@ -155,5 +155,5 @@ rate_limits = Table(
     Column("client_id", String(40), primary_key=True),
     Column("tokens", Float, nullable=False),
     Column("updated_at", Float, nullable=False),  # unix seconds
-    Column("allowed", Integer, nullable=False),  # 1 when the last request was let through
+    Column("allowed", Integer, nullable=False),  # tokens granted by the last statement (0 = refused)
 )

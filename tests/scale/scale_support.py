@@ -162,16 +162,20 @@ def bundle(example: dict[str, Any], i: int, tag: str = "") -> dict[str, Any]:
 def submit_all(gateway_urls: list[str], key: str, bodies: list[dict[str, Any]], threads: int = 12) -> list[str]:
     """POST every body (round robin over the gateways, ``threads`` at a time); the ids, in order.
 
-    A connection error is retried with the same ``Idempotency-Key``, so it cannot file twice."""
+    A connection error, or a 429 of the per-client rate limit (after its ``Retry-After``),
+    is retried with the same ``Idempotency-Key``, as a front office should: it cannot file twice."""
     def one(i: int) -> str:
         idem = uuid.uuid4().hex
         headers = {"Authorization": f"Bearer {key}", "Idempotency-Key": idem}
-        for attempt in range(5):
+        for attempt in range(10):
             url = gateway_urls[(i + attempt) % len(gateway_urls)]
             try:
                 response = requests.post(url + "/v1/applications", json=bodies[i], headers=headers, timeout=30)
             except requests.ConnectionError:
                 time.sleep(0.5)
+                continue
+            if response.status_code == 429:
+                time.sleep(float(response.headers["Retry-After"]))
                 continue
             assert response.status_code == 202, response.text
             return response.json()["id"]

@@ -10,7 +10,7 @@ from sqlalchemy import select
 
 from gateway.store import tables as t
 
-# Everything a request could change; rate_limits changes on every authenticated request by design.
+# Everything a request could change; rate_limits changes with authenticated requests by design.
 STORED = (t.clients, t.applications, t.requests, t.outbox, t.events, t.dead_letters, t.callback_signatures,
           t.webhooks)
 

@@ -6,6 +6,7 @@ import dataclasses
 import os
 import subprocess
 import sys
+import time
 
 import pytest
 import requests
@@ -57,12 +58,11 @@ def test_a_bad_setting_is_refused():
         Settings.from_env({"SATUPINTU_RATE_LIMIT": "fast"})
 
 
-@pytest.fixture
-def served(env, engine, tmp_path):
-    """`satupintu serve` with three gunicorn workers and a small limit."""
+def serve(env, tmp_path, rate_limit):
+    """`satupintu serve` with three gunicorn workers and the limit ``rate_limit``."""
     log = (tmp_path / "serve.log").open("wb")
     proc = subprocess.Popen([sys.executable, "-m", "gateway.cli", "serve"], stdout=log, stderr=subprocess.STDOUT,
-                            env=dict(os.environ, **env, SATUPINTU_WEB_WORKERS="3", SATUPINTU_RATE_LIMIT="2:10"),
+                            env=dict(os.environ, **env, SATUPINTU_WEB_WORKERS="3", SATUPINTU_RATE_LIMIT=rate_limit),
                             start_new_session=True)
     url = f"http://{env['SATUPINTU_BIND']}"
 
@@ -73,6 +73,23 @@ def served(env, engine, tmp_path):
         except requests.RequestException:
             return False
     wait_until(up, 30, message="satupintu serve")
+    return url, proc
+
+
+@pytest.fixture
+def served(env, engine, tmp_path):
+    """Three gunicorn workers and a small limit: no leasing, one UPSERT per request."""
+    url, proc = serve(env, tmp_path, "2:10")
+    yield url
+    proc.terminate()
+    proc.wait(15)
+
+
+@pytest.fixture
+def served_leasing(env, engine, tmp_path):
+    """Three gunicorn workers and a limit at which each worker leases 2 tokens at a time."""
+    assert ratelimit.plan(20, 40, Settings().rate_lease_seconds) == ratelimit.Plan(0.1, 2, 38.0)
+    url, proc = serve(env, tmp_path, "20:40")
     yield url
     proc.terminate()
     proc.wait(15)
@@ -91,6 +108,21 @@ def test_the_limit_holds_across_gunicorn_workers(served, api_key):
     allowed = codes.count(200)
     assert 10 <= allowed <= 14, codes  # the burst, plus what 2/s refilled while the loop ran
     assert codes.count(429) == 30 - allowed
+
+
+def test_the_limit_holds_across_gunicorn_workers_that_lease_tokens(served_leasing, api_key):
+    codes = []
+    started = time.monotonic()
+    for _ in range(80):  # a new connection each time, so the requests spread over the workers
+        with requests.Session() as session:
+            codes.append(session.get(served_leasing + "/v1/services", timeout=10, headers={
+                "Authorization": f"Bearer {api_key}", "Connection": "close"}).status_code)
+    elapsed = time.monotonic() - started
+    allowed = codes.count(200)
+    # Never more than one exact bucket allows over the loop; leasing may leave a few unspent.
+    assert allowed <= 40 + 20 * elapsed, (allowed, elapsed, codes)
+    assert allowed >= 30, codes
+    assert codes.count(429) == 80 - allowed
 
 
 def test_a_chunked_body_over_the_cap_is_413_problem_json_through_gunicorn(served, api_key):
