@@ -5,8 +5,10 @@ from __future__ import annotations
 import logging
 import os
 import random
+import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from typing import Any
 
 import pika
 import pika.exceptions
@@ -68,6 +70,41 @@ def connect_with_backoff(urls: Sequence[str], *, name: str, stopping=lambda: Fal
                 time.sleep(0.1)
             delay = min(max_delay, delay * 2)
     return None
+
+
+def run_sessions(urls: Sequence[str], *, role: str, stopping: threading.Event,
+                 declare: Callable[[Any], None], session: Callable[[str], Any]) -> None:
+    """Run one asynchronous session after another until ``stopping`` is set.
+
+    Each round declares the topology on a short blocking connection (a handful of
+    synchronous round trips), then runs ``session(url)`` — an object with ``run()``, which
+    returns or raises when its ``SelectConnection`` ends, and ``opened`` — on the next
+    URL of a cluster's (in random order, moving on after a failure), backing off from
+    0.2 s up to 10 s while the broker stays away.  The relay and the worker run this way.
+    """
+    delay = 0.2
+    order = random.sample(list(urls), len(urls))
+    turn = 0
+    while not stopping.is_set():
+        current = None
+        try:
+            blocking = connect_with_backoff(urls, name=f"satupintu-{role}-declare", stopping=stopping.is_set)
+            if blocking is None:
+                break
+            try:
+                declare(blocking.channel())
+            finally:
+                blocking.close()
+            current = session(order[turn % len(order)])
+            current.run()
+        except CONNECTION_ERRORS + (BrokerUnavailable,) as exc:
+            log.warning("%s lost the broker: %r; reconnecting in %.1fs", role, exc, delay)
+            turn += 1
+        if current is not None and current.opened:
+            delay = 0.2  # it worked for a while: start backing off afresh
+        if stopping.wait(delay):
+            break
+        delay = min(10.0, delay * 2)
 
 
 def _safe(url: str) -> str:

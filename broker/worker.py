@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import json
 import logging
-import random
 import threading
 import time
 import uuid
@@ -52,7 +51,7 @@ from gateway.logs import correlation
 
 from . import messages
 from .breaker import breaker_for
-from .connection import CONNECTION_ERRORS, connect_with_backoff, parameters
+from .connection import parameters, run_sessions
 from .limits import AgencyLimits
 from .publisher import ConfirmWindow
 from .retry import RetryPlan, poll_delays
@@ -118,32 +117,9 @@ class Worker:
         """Consume until ``stop()``; reconnects after broker restarts."""
         if self._pool is None:
             self.start()
-        delay = 0.2
-        # A cluster's URLs in random order; after a lost or failed connection the next one.
-        urls = random.sample(self.urls, len(self.urls))
-        turn = 0
-        while not self.stopping.is_set():
-            session = None
-            try:
-                # Declaring is a handful of synchronous round trips: a blocking connection does it.
-                blocking = connect_with_backoff(self.urls, name="satupintu-worker-declare",
-                                                stopping=self.stopping.is_set)
-                if blocking is None:
-                    break
-                try:
-                    declare_for(blocking.channel(), self.names, self.agencies.values())
-                finally:
-                    blocking.close()
-                session = _Session(self, urls[turn % len(urls)])
-                session.run()
-            except CONNECTION_ERRORS + (BrokerUnavailable,) as exc:
-                log.warning("worker lost the broker: %r; reconnecting in %.1fs", exc, delay)
-                turn += 1
-            if session is not None and session.opened:
-                delay = 0.2  # it worked for a while: start backing off afresh
-            if self.stopping.wait(delay):
-                break
-            delay = min(10.0, delay * 2)
+        run_sessions(self.urls, role="worker", stopping=self.stopping,
+                     declare=lambda channel: declare_for(channel, self.names, self.agencies.values()),
+                     session=lambda url: _Session(self, url))
         self._drain_pool()
 
     def stop(self) -> None:

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
-import random
 import select
 import threading
 import time
@@ -27,7 +26,7 @@ import pika
 from sqlalchemy import Engine, or_, update
 from sqlalchemy import select as sql_select
 
-from broker.connection import CONNECTION_ERRORS, connect, parameters
+from broker.connection import parameters, run_sessions
 from broker.publisher import ConfirmWindow
 from broker.topology import Names, declare_for
 
@@ -60,29 +59,9 @@ class Relay:
         self.stopping.set()
 
     def run(self) -> None:
-        delay = 0.2
-        # A cluster's URLs in random order; after a failed connection the next one is tried.
-        urls = random.sample(self.urls, len(self.urls))
-        turn = 0
-        while not self.stopping.is_set():
-            session = None
-            try:
-                # Declaring is a handful of synchronous round trips: a blocking connection does it.
-                blocking = connect(self.urls, name="satupintu-relay-declare")
-                try:
-                    declare_for(blocking.channel(), self.names, self.catalog.agencies.values())
-                finally:
-                    blocking.close()
-                session = _Session(self, urls[turn % len(urls)])
-                session.run()
-            except CONNECTION_ERRORS + (BrokerUnavailable,) as exc:
-                log.warning("relay lost the broker: %r; reconnecting in %.1fs", exc, delay)
-                turn += 1
-            if session is not None and session.opened:
-                delay = 0.2  # it worked for a while: start backing off afresh
-            if self.stopping.wait(delay):
-                break
-            delay = min(10.0, delay * 2)
+        run_sessions(self.urls, role="relay", stopping=self.stopping,
+                     declare=lambda channel: declare_for(channel, self.names, self.catalog.agencies.values()),
+                     session=lambda url: _Session(self, url))
         if self._listener:
             self._listener.close()
 

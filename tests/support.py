@@ -16,7 +16,7 @@ import requests
 
 from gateway.supervisor import free_port
 
-__all__ = ["AMQP_URL", "BrokerHandle", "Proc", "Sandbox", "Stack", "edit_yaml", "free_port", "start_sandbox",
+__all__ = ["AMQP_URL", "BrokerHandle", "Proc", "Sandbox", "Stack", "edit_yaml", "free_port", "queue_exists", "start_sandbox",
            "wait_until"]
 
 AMQP_URL = os.environ.get("SATUPINTU_AMQP_URL", "amqp://guest:guest@127.0.0.1:5672/%2F")
@@ -42,6 +42,21 @@ def edit_yaml(path: Path, change) -> None:  # noqa: ANN001
     document = yaml.safe_load(path.read_text())
     change(document)
     path.write_text(yaml.safe_dump(document, sort_keys=False))
+
+
+def queue_exists(name: str) -> bool:
+    """Whether the local RabbitMQ has queue ``name`` (asked on a connection of its own)."""
+    import pika
+    import pika.exceptions
+    connection = pika.BlockingConnection(pika.URLParameters(AMQP_URL))
+    try:
+        connection.channel().queue_declare(name, passive=True)
+        return True
+    except pika.exceptions.ChannelClosedByBroker:
+        return False
+    finally:
+        if connection.is_open:
+            connection.close()
 
 
 @dataclass

@@ -8,11 +8,10 @@ import subprocess
 import sys
 from pathlib import Path
 
-import pika
 import pytest
+from support import AMQP_URL, queue_exists
 
 REPO = Path(__file__).resolve().parents[2]
-AMQP_URL = os.environ.get("SATUPINTU_AMQP_URL", "amqp://guest:guest@127.0.0.1:5672/%2F")
 
 pytestmark = pytest.mark.integration
 
@@ -24,18 +23,6 @@ def _bench(*args: str) -> dict:
                              "SATUPINTU_AMQP_URL": AMQP_URL})
     assert run.returncode == 0, run.stderr[-3000:]
     return json.loads(run.stdout)
-
-
-def _queue_exists(name: str) -> bool:
-    connection = pika.BlockingConnection(pika.URLParameters(AMQP_URL))
-    try:
-        connection.channel().queue_declare(name, passive=True)
-        return True
-    except pika.exceptions.ChannelClosedByBroker:
-        return False
-    finally:
-        if connection.is_open:
-            connection.close()
 
 
 def test_fast_with_twenty_bundles_reports_every_field_and_cleans_up():
@@ -58,7 +45,7 @@ def test_fast_with_twenty_bundles_reports_every_field_and_cleans_up():
         assert result["processes"][role]["peak_rss_mb"] > 0
     assert result["cpu_ms_per_bundle"] > 0
     # The run's namespace is gone from the broker.
-    assert result["namespace"] and not _queue_exists(f"{result['namespace']}.tracker")
+    assert result["namespace"] and not queue_exists(f"{result['namespace']}.tracker")
 
 
 def test_relay_and_big_store_scaled_down_report_their_figures():

@@ -3,23 +3,10 @@ but not while messages are still queued there (unless ``--force``)."""
 
 from __future__ import annotations
 
-import pika
-import pika.exceptions
 import pytest
-from support import AMQP_URL, wait_until
+from support import queue_exists, wait_until
 
 from gateway.cli import main
-
-
-def queue_exists(name: str) -> bool:
-    connection = pika.BlockingConnection(pika.URLParameters(AMQP_URL))
-    try:
-        connection.channel().queue_declare(name, passive=True)
-        return True
-    except pika.exceptions.ChannelClosedByBroker:
-        return False
-    finally:
-        connection.close()
 
 
 def test_a_namespace_with_queued_messages_is_kept_unless_forced(settings, broker, capsys: pytest.CaptureFixture):  # noqa: ANN001
