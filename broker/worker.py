@@ -68,7 +68,6 @@ class _CallState:
     redelivered: bool
     seconds: float | None = None
     timer: Any = None  # the pending ``sent`` announcement (connection thread only)
-    announced: bool = False
     finished: bool = False
 
     def detail(self) -> dict[str, Any]:
