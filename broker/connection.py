@@ -72,6 +72,63 @@ def connect_with_backoff(urls: Sequence[str], *, name: str, stopping=lambda: Fal
     return None
 
 
+class AsyncSession:
+    """One pika ``SelectConnection``'s life on the calling thread (the relay's, a worker's).
+
+    ``run()`` returns when the connection ends and raises ``BrokerUnavailable`` when it
+    ended other than by our own close (``closing`` set first).  Subclasses open their
+    channels in ``_on_open`` and give each ``_on_channel_closed`` as its close callback: a
+    channel the broker closed ends the whole session, and ``run_sessions`` starts afresh.
+    """
+
+    role = "session"
+
+    def __init__(self, url: str):
+        self.opened = False  # set by the subclass once it is doing its work
+        self.closing = False
+        self.error: BaseException | None = None
+        self.connection = pika.SelectConnection(
+            parameters(url, name=f"satupintu-{self.role}"), on_open_callback=self._on_open,
+            on_open_error_callback=self._on_open_error, on_close_callback=self._on_close)
+        self.ioloop = self.connection.ioloop
+
+    def run(self) -> None:
+        try:
+            self.ioloop.start()
+        finally:
+            self._ended()
+            try:
+                self.ioloop.close()
+            except Exception:  # noqa: BLE001 - closing a broken loop may raise anything
+                pass
+        if self.error is not None:
+            raise self.error
+
+    def _ended(self) -> None:
+        """The ioloop has stopped (on the session's thread, before ``run()`` returns)."""
+
+    def _on_open(self, connection) -> None:
+        raise NotImplementedError
+
+    def _on_open_error(self, _connection, exc: BaseException) -> None:
+        self.error = BrokerUnavailable(f"{self.role} could not connect: {exc!r}")
+        self.ioloop.stop()
+
+    def _on_close(self, _connection, reason: BaseException) -> None:
+        if not self.closing:
+            self.error = BrokerUnavailable(f"{self.role} connection closed: {reason!r}")
+        self.closing = True
+        self.ioloop.stop()
+
+    def _on_channel_closed(self, _channel, reason: BaseException) -> None:
+        if not self.closing:
+            log.warning("%s channel closed: %r", self.role, reason)
+            self.closing = True
+            self.error = BrokerUnavailable(f"{self.role} channel closed: {reason!r}")
+            if self.connection.is_open:
+                self.connection.close()
+
+
 def run_sessions(urls: Sequence[str], *, role: str, stopping: threading.Event,
                  declare: Callable[[Any], None], session: Callable[[str], Any]) -> None:
     """Run one asynchronous session after another until ``stopping`` is set.

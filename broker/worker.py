@@ -36,22 +36,19 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
-import pika
-
 from adapters.base import Adapter, Outcome, OutcomeKind
 from adapters.registry import adapter_class
 from gateway import metrics
 from gateway.catalog import Agency, Catalog
 from gateway.domain.errors import (
     AgencyError,
-    BrokerUnavailable,
     UnsupportedOperation,
 )
 from gateway.logs import correlation
 
 from . import messages
 from .breaker import breaker_for
-from .connection import parameters, run_sessions
+from .connection import AsyncSession, run_sessions
 from .limits import AgencyLimits
 from .publisher import ConfirmWindow
 from .retry import RetryPlan, poll_delays
@@ -413,7 +410,7 @@ class _Delivery:
             self.channel.basic_ack(self.tag)
 
 
-class _Session:
+class _Session(AsyncSession):
     """One broker connection's life: consume, call, publish asynchronously, ack on confirm.
 
     A pika ``SelectConnection`` on the worker's thread.  One channel publishes, in confirm
@@ -425,39 +422,26 @@ class _Session:
     ``hand_back()`` (``add_callback_threadsafe``).
     """
 
+    role = "worker"
+
     def __init__(self, worker: Worker, url: str):
         self.worker = worker
-        self.opened = False
-        self.closing = False
-        self.error: BaseException | None = None
         self.in_flight = 0  # agency calls started from this connection's deliveries
         self.window: ConfirmWindow | None = None
         self.consumers: list[tuple[Any, str]] = []
         self.stop_deadline: float | None = None
-        self._ended = False
+        self._over = False
         self._lock = threading.Lock()
-        self.connection = pika.SelectConnection(
-            parameters(url, name="satupintu-worker"), on_open_callback=self._on_open,
-            on_open_error_callback=self._on_open_error, on_close_callback=self._on_close)
-        self.ioloop = self.connection.ioloop
+        super().__init__(url)
 
-    def run(self) -> None:
-        try:
-            self.ioloop.start()
-        finally:
-            with self._lock:
-                self._ended = True
-            try:
-                self.ioloop.close()
-            except Exception:  # noqa: BLE001 - closing a broken loop may raise anything
-                pass
-        if self.error is not None:
-            raise self.error
+    def _ended(self) -> None:
+        with self._lock:
+            self._over = True
 
     def hand_back(self, callback: Callable[[], None]) -> bool:
         """Run ``callback`` on the ioloop (from any thread); False when this session is over."""
         with self._lock:
-            if self._ended:
+            if self._over:
                 return False
             try:
                 self.ioloop.add_callback_threadsafe(callback)
@@ -475,24 +459,6 @@ class _Session:
 
     def _on_open(self, connection) -> None:
         connection.channel(on_open_callback=self._on_publish_channel)
-
-    def _on_open_error(self, _connection, exc: BaseException) -> None:
-        self.error = BrokerUnavailable(f"worker could not connect: {exc!r}")
-        self.ioloop.stop()
-
-    def _on_close(self, _connection, reason: BaseException) -> None:
-        if not self.closing:
-            self.error = BrokerUnavailable(f"worker connection closed: {reason!r}")
-        self.closing = True
-        self.ioloop.stop()
-
-    def _on_channel_closed(self, _channel, reason: BaseException) -> None:
-        if not self.closing:
-            log.warning("worker channel closed: %r", reason)
-            self.closing = True
-            self.error = BrokerUnavailable(f"worker channel closed: {reason!r}")
-            if self.connection.is_open:
-                self.connection.close()
 
     def _on_publish_channel(self, channel) -> None:
         channel.add_on_close_callback(self._on_channel_closed)

@@ -22,11 +22,10 @@ import threading
 import time
 from typing import Any
 
-import pika
 from sqlalchemy import Engine, or_, update
 from sqlalchemy import select as sql_select
 
-from broker.connection import parameters, run_sessions
+from broker.connection import AsyncSession, run_sessions
 from broker.publisher import ConfirmWindow
 from broker.topology import Names, declare_for
 
@@ -91,43 +90,25 @@ class Relay:
             return records.claim_outbox(conn, limit=limit, lease=self.lease, reclaimed=reclaimed)
 
 
-class _Session:
+class _Session(AsyncSession):
     """One broker connection's life: publish, settle confirms, mark sent, until stop or loss."""
+
+    role = "relay"
 
     def __init__(self, relay: Relay, url: str):
         self.relay = relay
-        self.opened = False
         self.window: ConfirmWindow | None = None
         self.confirmed: list[int] = []
         self.timer = None
         self.timer_at = 0.0
-        self.closing = False
         self.deadline: float | None = None  # when stopping: how long to wait for confirms
-        self.connection = pika.SelectConnection(
-            parameters(url, name="satupintu-relay"), on_open_callback=self._on_open,
-            on_open_error_callback=self._on_open_error, on_close_callback=self._on_close)
-        self.ioloop = self.connection.ioloop
-        self.error: BaseException | None = None
-
-    def run(self) -> None:
-        self.ioloop.start()
-        if self.error is not None:
-            raise self.error
+        super().__init__(url)
 
     # --- connection lifecycle --------------------------------------------------------
 
     def _on_open(self, connection) -> None:
         self.opened = True
         connection.channel(on_open_callback=self._on_channel)
-
-    def _on_open_error(self, _connection, exc: BaseException) -> None:
-        self.error = BrokerUnavailable(f"relay could not connect: {exc!r}")
-        self.ioloop.stop()
-
-    def _on_close(self, _connection, reason: BaseException) -> None:
-        if not self.closing:
-            self.error = BrokerUnavailable(f"relay connection closed: {reason!r}")
-        self.ioloop.stop()
 
     def _on_channel(self, channel) -> None:
         channel.add_on_close_callback(self._on_channel_closed)
@@ -136,14 +117,6 @@ class _Session:
         listener = self.relay._listener
         if listener and listener.fileno() is not None:
             self.ioloop.add_handler(listener.fileno(), self._on_notify, self.ioloop.READ)
-
-    def _on_channel_closed(self, _channel, reason: BaseException) -> None:
-        if not self.closing:
-            log.warning("relay channel closed: %r", reason)
-            self.closing = True
-            self.error = BrokerUnavailable(f"relay channel closed: {reason!r}")
-            if self.connection.is_open:
-                self.connection.close()
 
     # --- the cycle -------------------------------------------------------------------
 
