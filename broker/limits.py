@@ -74,6 +74,8 @@ class AgencyLimits:
 
     def maintenance_remaining(self, now: dt.datetime | None = None) -> float:
         """Seconds until the maintenance window in force ends; 0 when none is."""
+        if not self.windows:
+            return 0.0
         now = now or dt.datetime.now(dt.UTC)
         return max((w.remaining(now) for w in self.windows), default=0.0)
 

@@ -32,7 +32,6 @@ import time
 import uuid
 from collections import Counter
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
@@ -48,6 +47,7 @@ from gateway.logs import correlation
 
 from . import messages
 from .breaker import breaker_for
+from .callpool import CallPool
 from .connection import AsyncSession, run_sessions
 from .limits import AgencyLimits
 from .publisher import ConfirmWindow
@@ -91,7 +91,7 @@ class Worker:
         self.limits: dict[str, AgencyLimits] = {}
         self.breakers = {}
         self.stopping = threading.Event()
-        self._pool: ThreadPoolExecutor | None = None
+        self._pool: CallPool | None = None
         self._lock = threading.Lock()
         # Request ids being called in this process: a second copy of one request waits for
         # the first, then looks it up instead of filing it again.
@@ -107,7 +107,7 @@ class Worker:
             self.limits[agency.id] = AgencyLimits(agency)
             self.breakers[agency.id] = breaker_for(agency, snapshot=True)
         size = sum(a.concurrency for a in self.agencies.values())
-        self._pool = ThreadPoolExecutor(max_workers=size, thread_name_prefix="agency-call")
+        self._pool = CallPool(size, name="agency-call")
 
     def run(self) -> None:
         """Consume until ``stop()``; reconnects after broker restarts."""
@@ -123,7 +123,9 @@ class Worker:
 
     def _drain_pool(self) -> None:
         if self._pool:
-            self._pool.shutdown(wait=True, cancel_futures=True)
+            dropped = self._pool.shutdown(wait=True)
+            if dropped:
+                log.info("%d call(s) not started at shutdown; the broker hands their messages out again", dropped)
         for adapter in self.adapters.values():
             try:
                 adapter.close()
