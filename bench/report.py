@@ -47,6 +47,8 @@ def headline(result: dict[str, Any]) -> tuple[str, float, bool]:
         return "requests drained/s", result.get("drain", {}).get("requests_per_second", 0.0), True
     if name == "big-store":
         return "lookup p99 ratio 1M/1k", result["p99_ratio"], False
+    if name == "ceiling":
+        return "bare Flask requests/s (gthread 2x8)", result["ceiling"]["gthread 2x8"]["per_second"], True
     raise ValueError(name)
 
 
@@ -90,6 +92,9 @@ def table(report: dict[str, Any]) -> str:
                              f"p99 {s['p99_ms']:>6.2f} ms")
             lines.append(f"   p99 ratio       {r['p99_ratio']}   (seeded in {r['seed_seconds']} s, "
                          f"store {r['database_mb']} MB)")
+        for label, c in r.get("ceiling", {}).items():
+            lines.append(f"   {label:<15} {c['per_second']:>9.1f}/s   p50 {c['p50_ms']:>7.1f} ms   "
+                         f"p99 {c['p99_ms']:>7.1f} ms   CPU {c['cpu_ms_per_request']} ms/request (gunicorn)")
         if "processes" in r:
             unit = r.get("cpu_unit", "bundle")
             lines.append(f"   CPU/{unit:<11} {r['cpu_ms_per_bundle']:>9} ms (Satu Pintu roles), "

@@ -237,6 +237,38 @@ def submit(options: Options) -> dict[str, Any]:
         stack.close()
 
 
+def ceiling(options: Options) -> dict[str, Any]:
+    """A bare Flask endpoint under gunicorn, two ways, driven as ``submit`` drives the gateway."""
+    import subprocess
+    import sys
+
+    from gateway.supervisor import free_port, wait_http
+
+    models = {"sync 2": ["--workers", "2", "--worker-class", "sync"],
+              "gthread 2x8": ["--workers", "2", "--worker-class", "gthread", "--threads", "8", "--keep-alive", "55"]}
+    results = {}
+    for label, argv in models.items():
+        port = free_port()
+        process = subprocess.Popen([sys.executable, "-m", "gunicorn", "--bind", f"127.0.0.1:{port}", "--log-level",
+                                    "warning", *argv, "bench.ceiling:app"], cwd=REPO, start_new_session=True)
+        try:
+            url = f"http://127.0.0.1:{port}"
+            if not wait_http(url + "/nothing", 30, alive=lambda p=process: p.poll() is None):
+                raise RuntimeError(f"gunicorn ({label}) did not come up")
+            drive(url, "-", 500, options.concurrency, submitter(_fast_body))  # warm-up
+            sampler = Sampler({"gunicorn": [process.pid]})
+            sampler.start()
+            say(options, f"ceiling: {options.bundles} requests to a bare Flask endpoint, gunicorn {label}")
+            load = drive(url, "-", options.bundles, options.concurrency, submitter(_fast_body))
+            stats = sampler.stop()["gunicorn"]
+            results[label] = {**load.summary(), "cpu_ms_per_request": round(1000 * stats.cpu_seconds / max(load.ok, 1), 3)}
+        finally:
+            os.killpg(process.pid, 15)
+            process.wait(15)
+    return {"scenario": "ceiling", "bundles": options.bundles, "concurrency": options.concurrency,
+            "ceiling": results}
+
+
 def _unsent(stack: Stack) -> int:
     with stack.engine.connect() as conn:
         return conn.execute(select(func.count()).select_from(t.outbox).where(t.outbox.c.sent_at.is_(None))).scalar()
@@ -347,4 +379,4 @@ def _database_mb(stack: Stack) -> float | None:
 
 
 SCENARIOS = {"submit": submit, "fast": fast, "slow": slow, "mixed": mixed, "relay": relay,
-             "backlog": backlog, "big-store": big_store}
+             "backlog": backlog, "big-store": big_store, "ceiling": ceiling}

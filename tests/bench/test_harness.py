@@ -57,3 +57,12 @@ def test_relay_and_big_store_scaled_down_report_their_figures():
     assert store["lookup_small"]["requests"] == 50 and store["lookup_big"]["requests"] == 50
     assert store["lookup_small"]["errors"] == store["lookup_big"]["errors"] == 0
     assert store["p99_ratio"] > 0
+
+
+def test_ceiling_measures_a_bare_flask_endpoint_both_ways():
+    report = _bench("ceiling", "-n", "50", "-c", "4")
+    (result,) = report["results"]
+    assert set(result["ceiling"]) == {"sync 2", "gthread 2x8"}
+    for figures in result["ceiling"].values():
+        assert figures["requests"] == 50 and figures["errors"] == 0
+        assert figures["per_second"] > 0 and figures["cpu_ms_per_request"] > 0
