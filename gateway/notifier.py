@@ -17,7 +17,7 @@ import threading
 from typing import Any
 
 import requests
-from sqlalchemy import Connection, Engine, insert, or_, select, update
+from sqlalchemy import Connection, Engine, bindparam, insert, or_, select, update
 
 from adapters.egress import guard_session
 
@@ -31,16 +31,34 @@ MAX_ATTEMPTS = 12  # about 34 minutes of backoff in all: 1, 2, 4, ... 512 s
 TIMEOUT = (3, 10)
 
 
+# Built once: constructing a statement per call costs more than executing it.
+_WEBHOOK_URL = select(t.clients.c.webhook_url).where(t.clients.c.id == bindparam("client_id"))
+_INSERT_WEBHOOK = insert(t.webhooks)
+
+
 def enqueue(conn: Connection, app: Any, status: str, *, cause: str) -> None:
     """Record a webhook delivery for ``app``'s new combined status, if its client has a URL."""
-    url = conn.execute(select(t.clients.c.webhook_url).where(t.clients.c.id == app.client_id)).scalar()
+    url = _webhook_url(conn, app.client_id)
     if not url:
         return
     moment = records.now()
     body = {"type": "application.status", "application_id": app.id, "service": app.service,
             "reference": app.reference, "status": status, "cause": cause, "occurred_at": records.iso(moment)}
-    conn.execute(insert(t.webhooks).values(client_id=app.client_id, application_id=app.id, url=url, body=body,
-                                           attempts=0, next_attempt_at=moment, created_at=moment))
+    conn.execute(_INSERT_WEBHOOK, {"client_id": app.client_id, "application_id": app.id, "url": url, "body": body,
+                                   "attempts": 0, "next_attempt_at": moment, "created_at": moment})
+
+
+def _webhook_url(conn: Connection, client_id: str) -> str | None:
+    """The client's webhook URL, read once per transaction and client (a tracker batch
+    settles many applications of the same few clients)."""
+    transaction = conn.get_transaction()
+    kept = conn.info.get("satupintu.webhook_urls")
+    if kept is None or kept[0] is not transaction:
+        kept = conn.info["satupintu.webhook_urls"] = (transaction, {})
+    urls = kept[1]
+    if client_id not in urls:
+        urls[client_id] = conn.execute(_WEBHOOK_URL, {"client_id": client_id}).scalar()
+    return urls[client_id]
 
 
 def backoff(attempts: int) -> dt.timedelta:

@@ -9,6 +9,7 @@ settled.  Several trackers may run side by side.
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 import logging
 import threading
@@ -45,21 +46,96 @@ _STATUS_EVENTS = {"attempt", "outcome", "poll", "callback", "failed"}
 def settle(conn: Connection, service: Service, app: Any, requests: list[Any], *, cause: str) -> str:
     """Recompute the combined status and record it when it changed; returns it."""
     combined = combined_status((RequestStatus(r.status) for r in requests), cancelled=bool(app.cancel_requested))
+    batch = _Batch.of(conn)
+    kept = batch is not None and batch.apps.get(app.id) is app  # the batch's own copy of the row
+    moment = records.now()
     if combined.value != app.status:
-        conn.execute(update(t.applications).where(t.applications.c.id == app.id)
-                     .values(status=combined.value, updated_at=records.now()))
+        conn.execute(_SETTLE_APPLICATION, {"app_id": app.id, "new_status": combined.value, "moment": moment})
         records.add_event(conn, application_id=app.id, type="application", status=combined.value, cause=cause)
         notifier.enqueue(conn, app, combined.value, cause=cause)
+        if kept:
+            app.status, app.updated_at = combined.value, moment
+            batch.touches.pop(app.id, None)  # this write set updated_at already
+    elif kept:
+        batch.touches[app.id] = moment  # written once, when the batch ends
     else:
-        conn.execute(_TOUCH_APPLICATION, {"app_id": app.id, "moment": records.now()})
+        conn.execute(_TOUCH_APPLICATION, {"app_id": app.id, "moment": moment})
     return combined.value
 
 
-# Built once: constructing a statement per event costs more than executing it.
+# Built once: constructing a statement per event costs more than executing it.  (A
+# bindparam may not share a name with a column the statement sets.)
 _TOUCH_APPLICATION = (update(t.applications).where(t.applications.c.id == bindparam("app_id"))
                       .values(updated_at=bindparam("moment")))
+_SETTLE_APPLICATION = (update(t.applications).where(t.applications.c.id == bindparam("app_id"))
+                       .values(status=bindparam("new_status"), updated_at=bindparam("moment")))
 # The columns to set come from the parameters.
 _UPDATE_REQUEST = update(t.requests).where(t.requests.c.id == bindparam("request_row_id"))
+
+
+class _Batch:
+    """The rows one tracker transaction has read, kept as they are after its own writes.
+
+    A bundle's outcomes tend to arrive together, so one batch often holds several events of
+    one application: the first event locks the application row and reads its requests, the
+    later ones read nothing.  The row lock (or SQLite's write lock) is held until the commit,
+    so nobody else changes these rows meanwhile, and every write the tracker makes to them
+    goes through ``apply_event``/``settle``, which update the copies too.  An application's
+    ``updated_at`` touch (a request changed, the combined status did not) is written once,
+    when the batch ends, with the moment of its last change.
+
+    Only ``Tracker._flush`` opens one, and it belongs to that transaction alone: a retry after
+    a rollback opens a new one and reads the store afresh.  Elsewhere (``apply_event`` in a
+    transaction of its own) nothing is kept and every event reads and writes at once.
+    """
+
+    _KEY = "satupintu.tracker_batch"
+
+    def __init__(self, transaction: Any):
+        self.transaction = transaction
+        self.apps: dict[str, SimpleNamespace] = {}  # application id -> its row
+        self.requests: dict[str, list[SimpleNamespace]] = {}  # application id -> its request rows
+        self.touches: dict[str, Any] = {}  # application id -> updated_at still to be written
+
+    @classmethod
+    def open(cls, conn: Connection) -> _Batch:
+        batch = conn.info[cls._KEY] = cls(conn.get_transaction())
+        return batch
+
+    @classmethod
+    def of(cls, conn: Connection) -> _Batch | None:
+        """The batch of ``conn``'s current transaction, if it has one."""
+        batch = conn.info.get(cls._KEY)
+        if batch is None or batch.transaction is not conn.get_transaction():
+            return None
+        return batch
+
+    def finish(self, conn: Connection) -> None:
+        """Write the pending touches, one statement for all; call it before the commit."""
+        if self.touches:
+            conn.execute(_TOUCH_APPLICATION, [{"app_id": app_id, "moment": moment}
+                                              for app_id, moment in self.touches.items()])
+        self.forget()
+
+    def forget(self) -> None:
+        """Drop what was kept; ``of()`` finds nothing any more.  (Touches no connection: it
+        also runs after the connection failed.)"""
+        self.transaction, self.apps, self.requests, self.touches = None, {}, {}, {}
+
+
+def _rows(conn: Connection, batch: _Batch | None, application_id: str) -> tuple[Any, list[Any]]:
+    """The application row (locked) and its request rows; from the batch when it has them."""
+    if batch is not None and application_id in batch.apps:
+        return batch.apps[application_id], batch.requests[application_id]
+    app = records.application_row(conn, application_id, lock=True)
+    if app is None:
+        return None, []  # not kept: the next event for it asks the store again
+    # All of the application's requests in one read: the DAG needs them below anyway.
+    rows = records.request_rows(conn, app.id)
+    if batch is not None:
+        app = batch.apps[application_id] = SimpleNamespace(**app._mapping)
+        rows = batch.requests[application_id] = [SimpleNamespace(**r._mapping) for r in rows]
+    return app, rows
 
 
 def apply_event(conn: Connection, catalog: Catalog, event: dict[str, Any]) -> bool:
@@ -68,13 +144,12 @@ def apply_event(conn: Connection, catalog: Catalog, event: dict[str, Any]) -> bo
     The event is recorded in the history first: the insert itself recognises an event id
     applied before (a redelivery), and then nothing else is written.
     """
-    app = records.application_row(conn, event["application_id"], lock=True)
+    batch = _Batch.of(conn)
+    app, rows = _rows(conn, batch, event["application_id"])
     if app is None:
         log.warning("event %s for unknown application %s", event.get("event_id"), event["application_id"],
                     extra=correlation(event))
         return False
-    # All of the application's requests in one read: the DAG needs them below anyway.
-    rows = records.request_rows(conn, app.id)
     request = next((r for r in rows if r.id == event["request_id"]), None)
     if request is None:
         log.warning("event %s for unknown request %s", event["event_id"], event["request_id"],
@@ -120,16 +195,23 @@ def apply_event(conn: Connection, catalog: Catalog, event: dict[str, Any]) -> bo
         return False  # a redelivered event: applied before
     if values:
         conn.execute(_UPDATE_REQUEST, dict(values, request_row_id=request.id))
+        # The rows as they now are in the store, without reading them again.
+        if batch is not None:
+            vars(request).update(values)  # the batch's copy: later events of this batch see it
+        else:
+            request = SimpleNamespace(**dict(request._mapping, **values))
+            rows = [request if r.id == request.id else r for r in rows]
     if not changed:
         if (current is RequestStatus.CANCELLED and new in (RequestStatus.ACCEPTED, RequestStatus.APPROVED)
                 and event.get("reference") and event["type"] in ("outcome", "callback", "poll")):
             _compensate(conn, catalog, app, request, event["reference"])
         return False
     service = catalog.services[app.service]
-    # The rows as they now are in the store, without reading them again.
-    rows = [SimpleNamespace(**dict(r._mapping, **values)) if r.id == request.id else r for r in rows]
-    requests = release_ready_steps(conn, service, app, rows, cause=f"{request.step} {new.value}")
-    settle(conn, service, app, requests, cause=f"{request.step} {new.value}")
+    cause = f"{request.step} {new.value}"
+    requests = release_ready_steps(conn, service, app, rows, cause=cause)
+    if batch is not None and requests is not rows:  # steps were released: keep the rows as re-read
+        batch.requests[app.id] = [SimpleNamespace(**r._mapping) for r in requests]
+    settle(conn, service, app, requests, cause=cause)
     return True
 
 
@@ -178,8 +260,7 @@ def record_dead_letter(conn: Connection, catalog: Catalog, body: dict[str, Any],
     apply_event(conn, catalog, event)
 
 
-def _parse_time(value: str | None):
-    import datetime as dt
+def _parse_time(value: str | None) -> dt.datetime | None:
     if not value:
         return None
     try:
@@ -280,8 +361,13 @@ class Tracker:
         for attempt in range(5):
             try:
                 with self.engine.begin() as conn:
-                    for _tag, _app, work, _ids in ordered:
-                        work(conn)
+                    applied = _Batch.open(conn)
+                    try:
+                        for _tag, _app, work, _ids in ordered:
+                            work(conn)
+                        applied.finish(conn)
+                    finally:
+                        applied.forget()
                 break
             except OperationalError as exc:  # store busy or briefly away (or a deadlock): try again
                 log.warning("store error applying %d event(s) (attempt %d): %s", len(batch), attempt + 1, exc,

@@ -10,7 +10,7 @@ from __future__ import annotations
 import secrets
 from typing import Any
 
-from sqlalchemy import Connection, update
+from sqlalchemy import Connection, bindparam, update
 
 from .catalog import Service
 from .domain.dag import advance
@@ -107,6 +107,10 @@ def next_changes(service: Service, app: Any, requests: list[Any]) -> list[tuple[
     return out
 
 
+# Built once; the columns to set come from the parameters.
+_RELEASE_REQUEST = update(t.requests).where(t.requests.c.id == bindparam("request_row_id"))
+
+
 def release_ready_steps(conn: Connection, service: Service, app: Any, requests: list[Any],
                         *, cause: str) -> list[Any]:
     """Queue the pending steps whose dependencies are all approved; skip those that cannot run.
@@ -119,8 +123,8 @@ def release_ready_steps(conn: Connection, service: Service, app: Any, requests: 
             return requests
         moment = records.now()
         for request, new, reason, payload in changes:
-            conn.execute(update(t.requests).where(t.requests.c.id == request.id)
-                         .values(status=new.value, reason=reason, updated_at=moment))
+            conn.execute(_RELEASE_REQUEST, {"request_row_id": request.id, "status": new.value, "reason": reason,
+                                            "updated_at": moment})
             records.add_event(conn, application_id=app.id, request_id=request.id, step=request.step,
                               type="status", status=new.value, cause=cause,
                               detail={"reason": reason} if reason else {})
