@@ -6,11 +6,11 @@ import datetime as dt
 import hashlib
 import os
 from types import SimpleNamespace
-from typing import Any
+from typing import Any, NamedTuple
 
 import jsonschema
 from sqlalchemy import Connection, Engine, insert, update
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy.exc import DBAPIError, IntegrityError
 
 from . import notifier
 from .catalog import Catalog, Service
@@ -90,13 +90,89 @@ def submit(engine: Engine, catalog: Catalog, client: Client, body: dict[str, Any
     return new.document, True
 
 
+class _Prepared(NamedTuple):
+    sql: str  # one row's INSERT
+    positional: bool
+    processors: tuple[tuple[str, Any], ...]  # (key, bind processor or None), in the order of the binds
+    head: str  # "INSERT INTO t (a, b) VALUES "
+    row: str  # "(?, ?)"
+    rows_per_statement: int  # 0: executemany
+
+
+class _BulkInsert:
+    """One table's ``INSERT`` of fixed columns, compiled once per dialect and handed straight
+    to the driver.
+
+    ``Connection.execute`` of even a prebuilt statement cost more than the inserts themselves:
+    an execution context, a cache lookup, parameters rebuilt through ``construct_params``, a
+    result.  This applies what it would apply -- the SQL that SQLAlchemy compiles for the
+    dialect (PostgreSQL's bind casts included) and each column's own bind processor (SQLite's
+    DATETIME text, JSON) -- and raises the driver's errors as SQLAlchemy's (``IntegrityError``
+    for a used Idempotency-Key).
+
+    On SQLite the rows go in one multi-row ``VALUES`` statement (cached by the driver per row
+    count): an ``executemany`` steps once per row, and each step lets go of the GIL while the
+    write lock is held -- a hand-over to another thread that the lock holder, and every writer
+    queued behind it, then waits out.  psycopg pipelines an ``executemany`` by itself.
+    """
+
+    SQLITE_MAX_VARIABLES = 999  # SQLite's limit before 3.32; later ones allow 32,766
+
+    def __init__(self, table: Any, columns: tuple[str, ...]):
+        self.table, self.columns = table, columns
+        self._prepared: dict[Any, _Prepared] = {}
+
+    def _prepare(self, dialect: Any) -> _Prepared:
+        # inline(): no RETURNING of generated keys, which nothing here reads.
+        compiled = insert(self.table).inline().compile(dialect=dialect, column_keys=list(self.columns))
+        if set(compiled.binds) != set(self.columns):
+            raise ValueError(f"{self.table.name}: INSERT binds {sorted(compiled.binds)}, not {sorted(self.columns)}")
+        keys = tuple(compiled.positiontup) if compiled.positional else self.columns
+        processors = tuple((key, self.table.c[key].type.dialect_impl(dialect).bind_processor(dialect))
+                           for key in keys)
+        head, _, row = compiled.string.rpartition(" VALUES ")
+        multirow = dialect.name == "sqlite" and dialect.paramstyle == "qmark" and row.startswith("(")
+        prepared = _Prepared(compiled.string, compiled.positional, processors, head + " VALUES ", row,
+                             max(1, self.SQLITE_MAX_VARIABLES // len(keys)) if multirow else 0)
+        self._prepared[dialect] = prepared
+        return prepared
+
+    def run(self, conn: Connection, rows: list[dict[str, Any]]) -> None:
+        dialect = conn.dialect
+        prepared = self._prepared.get(dialect) or self._prepare(dialect)
+        processors = prepared.processors
+        cursor = conn.connection.cursor()
+        try:
+            if prepared.rows_per_statement:
+                for at in range(0, len(rows), prepared.rows_per_statement):
+                    chunk = rows[at:at + prepared.rows_per_statement]
+                    sql = prepared.head + ", ".join([prepared.row] * len(chunk))
+                    params: Any = [row[k] if p is None else p(row[k]) for row in chunk for k, p in processors]
+                    cursor.execute(sql, params)
+            else:
+                sql = prepared.sql
+                if prepared.positional:
+                    params = [tuple(row[k] if p is None else p(row[k]) for k, p in processors) for row in rows]
+                else:
+                    params = [{k: row[k] if p is None else p(row[k]) for k, p in processors} for row in rows]
+                cursor.executemany(sql, params)
+        except dialect.loaded_dbapi.Error as error:
+            raise DBAPIError.instance(sql, params, error, dialect.loaded_dbapi.Error, dialect=dialect) from error
+        finally:
+            cursor.close()
+
+
+_APPLICATION_COLUMNS = ("id", "client_id", "service", "service_version", "status", "reference", "data",
+                        "idempotency_key", "request_hash", "cancel_requested", "created_at", "updated_at", "due_at")
 _REQUEST_COLUMNS = ("id", "application_id", "step", "agency", "operation", "status", "agency_reference", "reason",
                     "attempts", "updated_at")  # ``output`` left out: a JSON column would store None as JSON null
-# Built once: executing a prebuilt statement skips building it and its cache key each time.
-# (One multi-row ``INSERT ... VALUES (...), (...)`` per table instead of these measured no
-# faster: SQLAlchemy does not cache those, and written as text they cost more to bind.)
-_INSERT_APPLICATION, _INSERT_REQUESTS, _INSERT_EVENTS, _INSERT_OUTBOX = (
-    insert(table) for table in (t.applications, t.requests, t.events, t.outbox))
+_EVENT_COLUMNS = ("event_id", "application_id", "request_id", "step", "type", "status", "detail", "cause",
+                  "occurred_at", "recorded_at", "prev_hash", "hash")
+_OUTBOX_COLUMNS = ("exchange", "routing_key", "body", "headers", "created_at")
+_INSERT_APPLICATION = _BulkInsert(t.applications, _APPLICATION_COLUMNS)
+_INSERT_REQUESTS = _BulkInsert(t.requests, _REQUEST_COLUMNS)
+_INSERT_EVENTS = _BulkInsert(t.events, _EVENT_COLUMNS)
+_INSERT_OUTBOX = _BulkInsert(t.outbox, _OUTBOX_COLUMNS)
 
 
 class _NewApplication:
@@ -149,13 +225,13 @@ class _NewApplication:
 
     def store(self, conn: Connection) -> None:
         """Insert every row; raises ``IntegrityError`` when the Idempotency-Key was used before."""
-        conn.execute(_INSERT_APPLICATION, [vars(self.app)])
-        conn.execute(_INSERT_REQUESTS, [{k: getattr(r, k) for k in _REQUEST_COLUMNS} for r in self.requests])
+        _INSERT_APPLICATION.run(conn, [vars(self.app)])
+        _INSERT_REQUESTS.run(conn, [vars(r) for r in self.requests])
         if self.settled:
             notifier.enqueue(conn, self.app, self.app.status, cause="submitted")
-        conn.execute(_INSERT_EVENTS, self.events)
+        _INSERT_EVENTS.run(conn, self.events)
         if self.messages:
-            conn.execute(_INSERT_OUTBOX, self.messages)
+            _INSERT_OUTBOX.run(conn, self.messages)
             records.notify_outbox(conn)
 
 

@@ -1,0 +1,98 @@
+"""A submission's rows are written straight through the driver (``_BulkInsert``): they must
+read back through SQLAlchemy exactly as they were meant, on SQLite and PostgreSQL alike."""
+
+import datetime as dt
+import sqlite3
+import threading
+
+import pytest
+from sqlalchemy import event, insert, select
+from sqlalchemy.exc import IntegrityError, OperationalError
+
+from gateway import audit
+from gateway.store import tables as t
+
+
+def submit(client, auth, body, key="rows"):
+    response = client.post("/v1/applications", json=body, headers={**auth, "Idempotency-Key": key})
+    assert response.status_code == 202, response.get_data(as_text=True)
+    return response.get_json()
+
+
+def test_a_submission_reads_back_as_its_answer(client, auth, example):
+    answer = submit(client, auth, example)
+    read = client.get(f"/v1/applications/{answer['id']}", headers=auth).get_json()
+    assert read == answer
+
+
+def test_stored_rows_keep_their_types(client, auth, example, engine):
+    answer = submit(client, auth, example)
+    with engine.connect() as conn:
+        app = conn.execute(select(t.applications).where(t.applications.c.id == answer["id"])).one()
+        requests = conn.execute(select(t.requests).where(t.requests.c.application_id == answer["id"])).all()
+        events = conn.execute(select(t.events).where(t.events.c.application_id == answer["id"])
+                              .order_by(t.events.c.id)).all()
+        outbox = conn.execute(select(t.outbox)).all()
+    assert app.data == example["data"] and app.reference == example["reference"]
+    assert app.idempotency_key == "rows" and app.cancel_requested is False
+    assert isinstance(app.created_at, dt.datetime) and app.created_at == app.updated_at
+    assert {r.step for r in requests} == {"company", "tax", "permit", "social"}
+    assert all(r.output is None and r.attempts == 0 for r in requests)
+    assert events[0].type == "submitted" and events[0].detail["service"] == example["service"]
+    assert [e.prev_hash for e in events[1:]] == [e.hash for e in events[:-1]]
+    assert [(m.exchange, m.routing_key, m.sent_at) for m in outbox] == [("dispatch", "company-registry", None)]
+    assert outbox[0].body["application_id"] == answer["id"] and outbox[0].headers["x-attempt"] == 1
+    report = audit.verify(engine)
+    assert report.broken is None and report.events == len(events)
+
+
+def test_a_row_the_store_refuses_is_an_integrity_error(client, auth, example, engine):
+    from gateway.applications import _INSERT_REQUESTS
+    answer = submit(client, auth, example)
+    with engine.connect() as conn:
+        row = conn.execute(select(t.requests).where(t.requests.c.application_id == answer["id"])).first()
+    with pytest.raises(IntegrityError), engine.begin() as conn:
+        _INSERT_REQUESTS.run(conn, [row._asdict()])  # the same request id again
+
+
+def test_a_write_that_cannot_begin_lets_the_next_writer_in(engine, tmp_path):
+    if engine.dialect.name != "sqlite":
+        pytest.skip("the writer queue is SQLite's")
+
+    @event.listens_for(engine, "connect")
+    def _impatient(dbapi_connection, _record):  # after make_engine's own 30 s
+        dbapi_connection.execute("PRAGMA busy_timeout=50")
+
+    engine.dispose()
+    blocker = sqlite3.connect(engine.url.database, isolation_level=None)
+    blocker.execute("BEGIN IMMEDIATE")  # another program holding SQLite's write lock
+    try:
+        with pytest.raises(OperationalError), engine.begin():
+            pass  # the tracker retries on this very error
+    finally:
+        blocker.rollback()
+        blocker.close()
+    done = threading.Event()
+
+    def write() -> None:
+        with engine.begin() as conn:
+            conn.execute(insert(t.schema_version).values(version=999, description="test", applied_at=dt.datetime.now(dt.UTC)))
+        done.set()
+
+    threading.Thread(target=write, daemon=True).start()
+    assert done.wait(10), "the failed BEGIN kept the writer lock"
+
+
+def test_many_rows_go_in_as_many_statements_as_the_driver_allows(client, auth, example, engine):
+    from gateway.applications import _INSERT_REQUESTS
+    answer = submit(client, auth, example)
+    with engine.connect() as conn:
+        row = conn.execute(select(t.requests).where(t.requests.c.application_id == answer["id"])).first()._asdict()
+    rows = [dict(row, id=f"req_{i:032x}", step=f"step-{i:04d}") for i in range(250)]  # > 999 SQLite variables
+    with engine.begin() as conn:
+        _INSERT_REQUESTS.run(conn, rows)
+    with engine.connect() as conn:
+        stored = conn.execute(select(t.requests.c.step, t.requests.c.updated_at)
+                              .where(t.requests.c.step.like("step-%")).order_by(t.requests.c.step)).all()
+    assert [s.step for s in stored] == [r["step"] for r in rows]
+    assert {s.updated_at for s in stored} == {row["updated_at"]}
