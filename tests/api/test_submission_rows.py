@@ -2,12 +2,10 @@
 read back through SQLAlchemy exactly as they were meant, on SQLite and PostgreSQL alike."""
 
 import datetime as dt
-import sqlite3
-import threading
 
 import pytest
-from sqlalchemy import event, insert, select
-from sqlalchemy.exc import IntegrityError, OperationalError
+from sqlalchemy import select
+from sqlalchemy.exc import IntegrityError
 
 from gateway import audit
 from gateway.store import tables as t
@@ -53,34 +51,6 @@ def test_a_row_the_store_refuses_is_an_integrity_error(client, auth, example, en
         row = conn.execute(select(t.requests).where(t.requests.c.application_id == answer["id"])).first()
     with pytest.raises(IntegrityError), engine.begin() as conn:
         _INSERT_REQUESTS.run(conn, [row._asdict()])  # the same request id again
-
-
-def test_a_write_that_cannot_begin_lets_the_next_writer_in(engine, tmp_path):
-    if engine.dialect.name != "sqlite":
-        pytest.skip("the writer queue is SQLite's")
-
-    @event.listens_for(engine, "connect")
-    def _impatient(dbapi_connection, _record):  # after make_engine's own 30 s
-        dbapi_connection.execute("PRAGMA busy_timeout=50")
-
-    engine.dispose()
-    blocker = sqlite3.connect(engine.url.database, isolation_level=None)
-    blocker.execute("BEGIN IMMEDIATE")  # another program holding SQLite's write lock
-    try:
-        with pytest.raises(OperationalError), engine.begin():
-            pass  # the tracker retries on this very error
-    finally:
-        blocker.rollback()
-        blocker.close()
-    done = threading.Event()
-
-    def write() -> None:
-        with engine.begin() as conn:
-            conn.execute(insert(t.schema_version).values(version=999, description="test", applied_at=dt.datetime.now(dt.UTC)))
-        done.set()
-
-    threading.Thread(target=write, daemon=True).start()
-    assert done.wait(10), "the failed BEGIN kept the writer lock"
 
 
 def test_many_rows_go_in_as_many_statements_as_the_driver_allows(client, auth, example, engine):

@@ -70,3 +70,42 @@ def test_writers_take_turns(tmp_path):
     for thread in threads:
         thread.join(30)
     assert most[0] == 1
+
+
+def test_a_write_that_cannot_begin_lets_the_next_writer_in(tmp_path):
+    import sqlite3
+
+    import pytest
+    from sqlalchemy import event
+    from sqlalchemy.exc import OperationalError
+
+    from gateway.store.engine import make_engine
+
+    database = tmp_path / "store.db"
+    engine = make_engine(f"sqlite:///{database}")
+
+    @event.listens_for(engine, "connect")
+    def _impatient(dbapi_connection, _record):  # after make_engine's own 30 s
+        dbapi_connection.execute("PRAGMA busy_timeout=50")
+
+    with engine.begin() as conn:
+        conn.exec_driver_sql("CREATE TABLE probe (n INTEGER)")
+    engine.dispose()
+    blocker = sqlite3.connect(database, isolation_level=None)
+    blocker.execute("BEGIN IMMEDIATE")  # another program holding SQLite's write lock
+    try:
+        with pytest.raises(OperationalError), engine.begin():
+            pass  # the tracker retries on this very error
+    finally:
+        blocker.rollback()
+        blocker.close()
+    done = threading.Event()
+
+    def write() -> None:
+        with engine.begin() as conn:
+            conn.exec_driver_sql("INSERT INTO probe VALUES (1)")
+        done.set()
+
+    threading.Thread(target=write, daemon=True).start()
+    assert done.wait(10), "the failed BEGIN kept the writer lock"
+    engine.dispose()
