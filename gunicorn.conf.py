@@ -24,6 +24,10 @@ graceful_timeout = 10
 # for a little less than it, so the balancer never sends on a connection being closed.
 keepalive = 55
 accesslog = None
+# gunicorn >= 25.1 opens a control socket at one fixed path per user (~/.gunicorn/gunicorn.ctl):
+# every gateway on the machine would take it from the previous one, and remove it on exit
+# while another still runs. Operators use signals (and systemd/docker) instead.
+control_socket_disable = True
 # The workers' heartbeat files on tmpfs: a container's overlay file system can stall them.
 worker_tmp_dir = "/dev/shm" if os.path.isdir("/dev/shm") else None
 

@@ -81,6 +81,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
             self.cfg.set("graceful_timeout", 10)
             self.cfg.set("accesslog", None)
             self.cfg.set("keepalive", 55)  # as gunicorn.conf.py: outlive a balancer's idle timeout
+            if "control_socket_disable" in self.cfg.settings:  # gunicorn >= 25.1; see gunicorn.conf.py
+                self.cfg.set("control_socket_disable", True)
             if os.path.isdir("/dev/shm"):
                 # gunicorn's heartbeat touches this file on every request: keep it in memory.
                 self.cfg.set("worker_tmp_dir", "/dev/shm")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import subprocess
@@ -82,17 +83,27 @@ class Proc:
                                         stderr=subprocess.STDOUT, start_new_session=True)
         return self
 
-    def stop(self, sig: int = signal.SIGTERM, timeout: float = 15) -> None:
+    def send(self, sig: int = signal.SIGTERM) -> None:
+        """Send ``sig`` to its process group without waiting."""
         if self.process is None or self.process.poll() is not None:
             return
-        try:
+        with contextlib.suppress(ProcessLookupError):
             os.killpg(self.process.pid, sig)
+
+    def wait(self, timeout: float = 15) -> None:
+        """Wait for it to exit; SIGKILL after ``timeout`` seconds."""
+        if self.process is None:
+            return
+        try:
             self.process.wait(timeout)
         except subprocess.TimeoutExpired:
-            os.killpg(self.process.pid, signal.SIGKILL)
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(self.process.pid, signal.SIGKILL)
             self.process.wait()
-        except ProcessLookupError:
-            pass
+
+    def stop(self, sig: int = signal.SIGTERM, timeout: float = 15) -> None:
+        self.send(sig)
+        self.wait(timeout)
 
     def kill(self) -> None:
         self.stop(signal.SIGKILL)
@@ -155,8 +166,16 @@ class Stack:
         return proc
 
     def stop(self) -> None:
+        """Stop every role at once, then wait for them all.
+
+        The gateway gets SIGQUIT, gunicorn's quick stop: on SIGTERM gunicorn 27 keeps each
+        idle kept-alive connection (the tests' HTTP sessions leave some) open for two more
+        seconds, and every test would wait them out.  The other roles drain on SIGTERM.
+        """
         for proc in self.procs.values():
-            proc.stop()
+            proc.send(signal.SIGQUIT if proc.argv[3:4] == ["serve"] else signal.SIGTERM)
+        for proc in self.procs.values():
+            proc.wait()
 
     def tail(self, lines: int = 30) -> str:
         out = []

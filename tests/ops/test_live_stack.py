@@ -67,3 +67,11 @@ def test_metrics_logs_and_top_on_a_live_stack(info_logs, stack, make_key, exampl
     rows = {line.split()[0]: line.split() for line in result.stdout.splitlines()[2:]}
     assert set(rows) == {"company-registry", "municipality", "social-security", "tax-office"}
     assert rows["company-registry"][1] == "4" and rows["company-registry"][2] == "100.0%"
+
+
+def test_the_gateway_opens_no_control_socket(stack):
+    """gunicorn >= 25.1 opens one at a fixed path per user; two gateways on a machine (or two
+    test runs) would take it from each other and remove it under each other's feet."""
+    log = (stack.logs / "serve.log").read_text()
+    assert "Listening at" in log
+    assert "Control socket" not in log

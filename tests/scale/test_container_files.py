@@ -283,3 +283,4 @@ def test_the_gateway_runs_under_gunicorn_as_the_compose_file_starts_it(env, engi
         process.wait(20)
     output = (tmp_path / "gunicorn.log").read_text()
     assert "Traceback" not in output, output[-3000:]
+    assert "Control socket" not in output  # one fixed path per user: gateways would take it from each other
