@@ -15,6 +15,8 @@ import copy
 import json
 import os
 import random
+import subprocess
+import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,11 +25,12 @@ from typing import Any
 from sqlalchemy import func, select
 
 from gateway.store import tables as t
+from gateway.supervisor import free_port, wait_http
 
 from . import seed
 from .load import drive, percentile, reader, submitter
 from .procstats import Sampler, listener_pid
-from .stack import DEMO_CATALOG, REPO, Stack, StackConfig
+from .stack import DEMO_CATALOG, REPO, Process, Stack, StackConfig
 
 # Event types only workers publish (one message each); "retry" also costs a retry-tier publish.
 WORKER_EVENTS = ("attempt", "outcome", "poll", "retry", "deferred", "cancel-failed",
@@ -239,11 +242,6 @@ def submit(options: Options) -> dict[str, Any]:
 
 def ceiling(options: Options) -> dict[str, Any]:
     """A bare Flask endpoint under gunicorn, two ways, driven as ``submit`` drives the gateway."""
-    import subprocess
-    import sys
-
-    from gateway.supervisor import free_port, wait_http
-
     models = {"sync 2": ["--workers", "2", "--worker-class", "sync"],
               "gthread 2x8": ["--workers", "2", "--worker-class", "gthread", "--threads", "8", "--keep-alive", "55"]}
     results = {}
@@ -263,8 +261,7 @@ def ceiling(options: Options) -> dict[str, Any]:
             stats = sampler.stop()["gunicorn"]
             results[label] = {**load.summary(), "cpu_ms_per_request": round(1000 * stats.cpu_seconds / max(load.ok, 1), 3)}
         finally:
-            os.killpg(process.pid, 15)
-            process.wait(15)
+            Process("ceiling", label, process).stop()
     return {"scenario": "ceiling", "bundles": options.bundles, "concurrency": options.concurrency,
             "ceiling": results}
 
