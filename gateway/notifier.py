@@ -51,11 +51,7 @@ def enqueue(conn: Connection, app: Any, status: str, *, cause: str) -> None:
 def _webhook_url(conn: Connection, client_id: str) -> str | None:
     """The client's webhook URL, read once per transaction and client (a tracker batch
     settles many applications of the same few clients)."""
-    transaction = conn.get_transaction()
-    kept = conn.info.get("satupintu.webhook_urls")
-    if kept is None or kept[0] is not transaction:
-        kept = conn.info["satupintu.webhook_urls"] = (transaction, {})
-    urls = kept[1]
+    urls = records.transaction_memo(conn, "webhook_urls")
     if client_id not in urls:
         urls[client_id] = conn.execute(_WEBHOOK_URL, {"client_id": client_id}).scalar()
     return urls[client_id]

@@ -136,19 +136,28 @@ def _insert_event_once(dialect_name: str) -> Any:
     return _INSERT_EVENT_ONCE[dialect_name]
 
 
+def transaction_memo(conn: Connection, name: str) -> dict[Any, Any]:
+    """A dict ``name`` kept on ``conn`` for its current transaction only.
+
+    Checked by the transaction's identity: ``conn.info`` stays with the pooled database
+    connection across checkouts, and the next transaction (or a retry after a rollback)
+    gets an empty one.
+    """
+    transaction = conn.get_transaction()
+    key = f"satupintu.{name}"
+    kept = conn.info.get(key)
+    if kept is None or kept[0] is not transaction:
+        kept = conn.info[key] = (transaction, {})
+    return kept[1]
+
+
 def _chain_heads(conn: Connection) -> dict[str, str]:
     """The newest hash of each application this transaction appended to.
 
-    Kept on the connection for the current transaction only: the caller holds the
-    application's row lock (or SQLite's write lock) until the commit, so nobody else
-    appends to these chains meanwhile, and the next transaction starts afresh.
+    The caller holds the application's row lock (or SQLite's write lock) until the commit,
+    so nobody else appends to these chains meanwhile.
     """
-    transaction = conn.get_transaction()
-    kept = conn.info.get("satupintu.chain_heads")
-    if kept is None or kept[0] is not transaction:
-        kept = (transaction, {})
-        conn.info["satupintu.chain_heads"] = kept
-    return kept[1]
+    return transaction_memo(conn, "chain_heads")
 
 
 def add_event(conn: Connection, *, application_id: str, type: str, event_id: str | None = None,
