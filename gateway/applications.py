@@ -6,11 +6,11 @@ import datetime as dt
 import hashlib
 import os
 from types import SimpleNamespace
-from typing import Any, NamedTuple
+from typing import Any
 
 import jsonschema
-from sqlalchemy import Connection, Engine, insert, update
-from sqlalchemy.exc import DBAPIError, IntegrityError
+from sqlalchemy import Connection, Engine, update
+from sqlalchemy.exc import IntegrityError
 
 from . import notifier
 from .catalog import Catalog, Service
@@ -19,6 +19,8 @@ from .domain.errors import Conflict, NotFound, ValidationFailed
 from .domain.status import ApplicationStatus, RequestStatus, combined_status
 from .store import records
 from .store import tables as t
+from .store.bulk import BulkInsert
+from .store.group_commit import Writes, group_commit
 from .workflow import dispatch, dispatch_message, next_changes
 
 # Compiled once per schema: building a validator costs more than validating a bundle.
@@ -76,8 +78,7 @@ def submit(engine: Engine, catalog: Catalog, client: Client, body: dict[str, Any
         raise ValidationFailed(errors)
     new = _NewApplication(service, client, body, idempotency_key, body_hash(body))
     try:
-        with engine.begin() as conn:
-            new.store(conn)
+        group_commit(engine).write(new.writes(engine.dialect))
     except IntegrityError:
         # The key was used before (or two submissions with it raced): answer like a repeat,
         # or 409 when the body differs.  Trying the insert first saves a read on every new
@@ -90,78 +91,6 @@ def submit(engine: Engine, catalog: Catalog, client: Client, body: dict[str, Any
     return new.document, True
 
 
-class _Prepared(NamedTuple):
-    sql: str  # one row's INSERT
-    positional: bool
-    processors: tuple[tuple[str, Any], ...]  # (key, bind processor or None), in the order of the binds
-    head: str  # "INSERT INTO t (a, b) VALUES "
-    row: str  # "(?, ?)"
-    rows_per_statement: int  # 0: executemany
-
-
-class _BulkInsert:
-    """One table's ``INSERT`` of fixed columns, compiled once per dialect and handed straight
-    to the driver.
-
-    ``Connection.execute`` of even a prebuilt statement cost more than the inserts themselves:
-    an execution context, a cache lookup, parameters rebuilt through ``construct_params``, a
-    result.  This applies what it would apply -- the SQL that SQLAlchemy compiles for the
-    dialect (PostgreSQL's bind casts included) and each column's own bind processor (SQLite's
-    DATETIME text, JSON) -- and raises the driver's errors as SQLAlchemy's (``IntegrityError``
-    for a used Idempotency-Key).
-
-    On SQLite the rows go in one multi-row ``VALUES`` statement (cached by the driver per row
-    count): an ``executemany`` steps once per row, and each step lets go of the GIL while the
-    write lock is held -- a hand-over to another thread that the lock holder, and every writer
-    queued behind it, then waits out.  psycopg pipelines an ``executemany`` by itself.
-    """
-
-    SQLITE_MAX_VARIABLES = 999  # SQLite's limit before 3.32; later ones allow 32,766
-
-    def __init__(self, table: Any, columns: tuple[str, ...]):
-        self.table, self.columns = table, columns
-        self._prepared: dict[Any, _Prepared] = {}
-
-    def _prepare(self, dialect: Any) -> _Prepared:
-        # inline(): no RETURNING of generated keys, which nothing here reads.
-        compiled = insert(self.table).inline().compile(dialect=dialect, column_keys=list(self.columns))
-        if set(compiled.binds) != set(self.columns):
-            raise ValueError(f"{self.table.name}: INSERT binds {sorted(compiled.binds)}, not {sorted(self.columns)}")
-        keys = tuple(compiled.positiontup) if compiled.positional else self.columns
-        processors = tuple((key, self.table.c[key].type.dialect_impl(dialect).bind_processor(dialect))
-                           for key in keys)
-        head, _, row = compiled.string.rpartition(" VALUES ")
-        multirow = dialect.name == "sqlite" and dialect.paramstyle == "qmark" and row.startswith("(")
-        prepared = _Prepared(compiled.string, compiled.positional, processors, head + " VALUES ", row,
-                             max(1, self.SQLITE_MAX_VARIABLES // len(keys)) if multirow else 0)
-        self._prepared[dialect] = prepared
-        return prepared
-
-    def run(self, conn: Connection, rows: list[dict[str, Any]]) -> None:
-        dialect = conn.dialect
-        prepared = self._prepared.get(dialect) or self._prepare(dialect)
-        processors = prepared.processors
-        cursor = conn.connection.cursor()
-        try:
-            if prepared.rows_per_statement:
-                for at in range(0, len(rows), prepared.rows_per_statement):
-                    chunk = rows[at:at + prepared.rows_per_statement]
-                    sql = prepared.head + ", ".join([prepared.row] * len(chunk))
-                    params: Any = [row[k] if p is None else p(row[k]) for row in chunk for k, p in processors]
-                    cursor.execute(sql, params)
-            else:
-                sql = prepared.sql
-                if prepared.positional:
-                    params = [tuple(row[k] if p is None else p(row[k]) for k, p in processors) for row in rows]
-                else:
-                    params = [{k: row[k] if p is None else p(row[k]) for k, p in processors} for row in rows]
-                cursor.executemany(sql, params)
-        except dialect.loaded_dbapi.Error as error:
-            raise DBAPIError.instance(sql, params, error, dialect.loaded_dbapi.Error, dialect=dialect) from error
-        finally:
-            cursor.close()
-
-
 _APPLICATION_COLUMNS = ("id", "client_id", "service", "service_version", "status", "reference", "data",
                         "idempotency_key", "request_hash", "cancel_requested", "created_at", "updated_at", "due_at")
 _REQUEST_COLUMNS = ("id", "application_id", "step", "agency", "operation", "status", "agency_reference", "reason",
@@ -169,10 +98,10 @@ _REQUEST_COLUMNS = ("id", "application_id", "step", "agency", "operation", "stat
 _EVENT_COLUMNS = ("event_id", "application_id", "request_id", "step", "type", "status", "detail", "cause",
                   "occurred_at", "recorded_at", "prev_hash", "hash")
 _OUTBOX_COLUMNS = ("exchange", "routing_key", "body", "headers", "created_at")
-_INSERT_APPLICATION = _BulkInsert(t.applications, _APPLICATION_COLUMNS)
-_INSERT_REQUESTS = _BulkInsert(t.requests, _REQUEST_COLUMNS)
-_INSERT_EVENTS = _BulkInsert(t.events, _EVENT_COLUMNS)
-_INSERT_OUTBOX = _BulkInsert(t.outbox, _OUTBOX_COLUMNS)
+_INSERT_APPLICATION = BulkInsert(t.applications, _APPLICATION_COLUMNS)
+_INSERT_REQUESTS = BulkInsert(t.requests, _REQUEST_COLUMNS)
+_INSERT_EVENTS = BulkInsert(t.events, _EVENT_COLUMNS)
+_INSERT_OUTBOX = BulkInsert(t.outbox, _OUTBOX_COLUMNS)
 
 
 class _NewApplication:
@@ -181,9 +110,10 @@ class _NewApplication:
 
     Everything about a new application is known up front, so the DAG is advanced in memory
     (``workflow.next_changes``, the same rules the tracker applies), the events are
-    hash-chained exactly as ``records.add_event`` chains them, and ``store()`` only runs one
-    insert per table: the store's write lock (SQLite's is global) is held for
-    the inserts and the commit, not for the Python that builds them.
+    hash-chained exactly as ``records.add_event`` chains them, and ``writes()`` encodes the
+    rows for the driver: the store's write lock (SQLite's is global) is held for the inserts
+    and the commit -- shared with the submissions that arrive meanwhile
+    (``store/group_commit.py``) -- not for the Python that builds them.
     """
 
     def __init__(self, service: Service, client: Client, body: dict[str, Any], idempotency_key: str | None,
@@ -223,15 +153,19 @@ class _NewApplication:
         self.app, self.requests, self.events, self.messages = app, requests, history.rows, messages
         self.document = records.application_document(app, requests, order=service.order)
 
-    def store(self, conn: Connection) -> None:
-        """Insert every row; raises ``IntegrityError`` when the Idempotency-Key was used before."""
-        _INSERT_APPLICATION.run(conn, [vars(self.app)])
-        _INSERT_REQUESTS.run(conn, [vars(r) for r in self.requests])
+    def writes(self, dialect: Any) -> Writes:
+        """Every row, encoded for ``dialect``'s driver before the write transaction begins."""
+        rows = [(_INSERT_APPLICATION, _INSERT_APPLICATION.encode(dialect, [vars(self.app)])),
+                (_INSERT_REQUESTS, _INSERT_REQUESTS.encode(dialect, [vars(r) for r in self.requests])),
+                (_INSERT_EVENTS, _INSERT_EVENTS.encode(dialect, self.events))]
+        if self.messages:
+            rows.append((_INSERT_OUTBOX, _INSERT_OUTBOX.encode(dialect, self.messages)))
+        return Writes(rows, then=self._then if self.settled or self.messages else None)
+
+    def _then(self, conn: Connection) -> None:
         if self.settled:
             notifier.enqueue(conn, self.app, self.app.status, cause="submitted")
-        _INSERT_EVENTS.run(conn, self.events)
         if self.messages:
-            _INSERT_OUTBOX.run(conn, self.messages)
             records.notify_outbox(conn)
 
 

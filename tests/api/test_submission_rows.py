@@ -1,7 +1,8 @@
-"""A submission's rows are written straight through the driver (``_BulkInsert``): they must
+"""A submission's rows are written straight through the driver (``store/bulk.py``): they must
 read back through SQLAlchemy exactly as they were meant, on SQLite and PostgreSQL alike."""
 
 import datetime as dt
+import threading
 
 import pytest
 from sqlalchemy import select
@@ -66,3 +67,34 @@ def test_many_rows_go_in_as_many_statements_as_the_driver_allows(client, auth, e
                               .where(t.requests.c.step.like("step-%")).order_by(t.requests.c.step)).all()
     assert [s.step for s in stored] == [r["step"] for r in rows]
     assert {s.updated_at for s in stored} == {row["updated_at"]}
+
+
+def test_submissions_at_once_each_get_their_own_answer(app, auth, example, engine):
+    """Submissions that arrive together share write transactions (``store/group_commit.py``):
+    each is stored whole, a repeated Idempotency-Key gives the first one's answer, and the
+    audit chain of every application holds."""
+    answers: dict[str, list] = {}
+
+    def one(key: str) -> None:
+        response = app.test_client().post("/v1/applications", json=example,
+                                          headers={**auth, "Idempotency-Key": key})
+        answers.setdefault(key, []).append((response.status_code, response.get_json()))
+
+    keys = [f"together-{i}" for i in range(12)] + ["together-0", "together-1"]
+    threads = [threading.Thread(target=one, args=(key,)) for key in keys]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(60)
+    assert sorted(len(v) for v in answers.values()) == [1] * 10 + [2, 2]
+    for key, seen in answers.items():
+        assert {status for status, _ in seen} <= {200, 202}, (key, seen)
+        assert len({body["id"] for _, body in seen}) == 1, key  # a repeat answers with the same application
+    ids = {seen[0][1]["id"] for seen in answers.values()}
+    with engine.connect() as conn:
+        stored = set(conn.execute(select(t.applications.c.id)).scalars())
+        outbox = conn.execute(select(t.outbox.c.body)).scalars().all()
+    assert stored == ids
+    assert sorted(m["application_id"] for m in outbox) == sorted(ids)
+    report = audit.verify(engine)
+    assert report.broken is None

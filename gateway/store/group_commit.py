@@ -1,0 +1,138 @@
+"""Group commit: the inserts of submissions that arrive together, in one write transaction.
+
+A write transaction's cost is mostly not its inserts.  On SQLite the store's write lock is
+held from ``BEGIN IMMEDIATE`` to ``COMMIT``, and every driver call inside lets go of the
+GIL: getting it back waits for whichever of the process's other threads holds it, up to
+the interpreter's switch interval (5 ms) each time -- while every writer of every process
+queues behind the lock.  Measured under the bench's 16 clients, the lock was held ~5 ms per
+submission for well under 1 ms of work.  On PostgreSQL each commit is a WAL flush.
+
+So a process writes the submissions waiting at one moment together (the leader/follower
+scheme databases use for their own group commit): the first thread to arrive leads and
+writes everything queued by then -- each table's rows of all of them in one statement --
+and commits once; the others wait for that commit.  Whoever arrived meanwhile is handed
+the lead for the next transaction, so no thread writes for others more than once.  A
+submission alone writes at once, as before: nothing waits for company.
+
+If a group's transaction fails (an Idempotency-Key used before, which is normal, or any
+other error) it is rolled back and each of its submissions is written again on its own, in
+its own thread, so that each gets exactly its own outcome, as if it had never had company.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+import weakref
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from sqlalchemy import Connection, Engine
+
+from .bulk import BulkInsert
+
+MAX_GROUP = 64  # submissions per transaction at most
+
+
+@dataclass
+class Writes:
+    """What one submission writes: rows per table (already ``encode``d for the engine's
+    dialect, in the order given), and ``then``, run in the same transaction afterwards."""
+
+    rows: list[tuple[BulkInsert, list[Any]]]
+    then: Callable[[Connection], None] | None = None
+
+
+@dataclass(eq=False)
+class _Ticket:
+    writes: Writes
+    woken: threading.Event = field(default_factory=threading.Event)
+    lead: bool = False  # woken to lead the next group
+    alone: bool = False  # woken because its group failed: write it alone
+
+
+class GroupCommit:
+    """Writes ``Writes`` through one engine, grouping those that arrive together."""
+
+    def __init__(self, engine: Engine, max_group: int = MAX_GROUP):
+        self.engine = engine
+        self.max_group = max_group
+        self._reset()
+        os.register_at_fork(after_in_child=self._reset)
+
+    def _reset(self) -> None:
+        self._lock = threading.Lock()
+        self._waiting: list[_Ticket] = []
+        self._leading = False
+
+    def write(self, writes: Writes) -> None:
+        """Write and commit ``writes``; returns once they are committed, or raises what
+        writing them alone raised."""
+        ticket = _Ticket(writes)
+        with self._lock:
+            self._waiting.append(ticket)
+            ticket.lead = not self._leading
+            self._leading = True
+        if not ticket.lead:
+            ticket.woken.wait()
+            if ticket.alone:
+                self._transaction([ticket])
+            if not ticket.lead:
+                return  # written, by its group or alone
+        self._lead(ticket)
+
+    def _lead(self, ticket: _Ticket) -> None:
+        with self._lock:
+            group, self._waiting = self._waiting[:self.max_group], self._waiting[self.max_group:]
+        error: BaseException | None = None
+        try:
+            self._transaction(group)
+        except BaseException as exc:  # noqa: BLE001 -- re-raised below, once the others are woken
+            error = exc
+        with self._lock:
+            if self._waiting:
+                successor = self._waiting[0]
+                successor.lead = True
+                successor.woken.set()
+            else:
+                self._leading = False
+        for other in group:
+            if other is not ticket:
+                other.alone = error is not None
+                other.woken.set()
+        if error is not None:
+            if len(group) == 1 or not isinstance(error, Exception):
+                raise error
+            self._transaction([ticket])
+
+    def _transaction(self, group: list[_Ticket]) -> None:
+        with self.engine.begin() as conn:
+            if len(group) == 1:
+                for table, encoded in group[0].writes.rows:
+                    table.write(conn, encoded)
+            else:
+                tables: dict[BulkInsert, list[Any]] = {}
+                for ticket in group:
+                    for table, encoded in ticket.writes.rows:
+                        tables.setdefault(table, []).extend(encoded)
+                for table, encoded in tables.items():
+                    table.write(conn, encoded)
+            for ticket in group:
+                if ticket.writes.then is not None:
+                    ticket.writes.then(conn)
+
+
+_GROUPS: weakref.WeakKeyDictionary[Engine, GroupCommit] = weakref.WeakKeyDictionary()
+_GROUPS_LOCK = threading.Lock()
+
+
+def group_commit(engine: Engine) -> GroupCommit:
+    """The ``GroupCommit`` of ``engine`` in this process."""
+    group = _GROUPS.get(engine)
+    if group is None:
+        with _GROUPS_LOCK:
+            group = _GROUPS.get(engine)
+            if group is None:
+                group = _GROUPS[engine] = GroupCommit(engine)
+    return group

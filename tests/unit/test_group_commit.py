@@ -1,0 +1,132 @@
+"""Group commit (``gateway/store/group_commit.py``): writes that arrive while a transaction
+runs share the next one; each write gets exactly its own outcome, whatever its company."""
+
+import threading
+import time
+
+import pytest
+from sqlalchemy import JSON, Column, MetaData, String, Table, event, select
+from sqlalchemy.exc import IntegrityError
+
+from gateway.store.bulk import BulkInsert
+from gateway.store.engine import make_engine
+from gateway.store.group_commit import GroupCommit, Writes
+
+metadata = MetaData()
+things = Table("things", metadata, Column("id", String, primary_key=True), Column("value", JSON))
+notes = Table("notes", metadata, Column("id", String, primary_key=True), Column("about", String))
+INSERT_THINGS = BulkInsert(things, ("id", "value"))
+INSERT_NOTES = BulkInsert(notes, ("id", "about"))
+
+
+@pytest.fixture
+def engine(tmp_path):
+    engine = make_engine(f"sqlite:///{tmp_path / 'group.db'}")
+    metadata.create_all(engine)
+    commits = []
+    event.listen(engine, "commit", lambda conn: commits.append(1))
+    engine.commits = commits
+    yield engine
+    engine.dispose()
+
+
+def writes(engine, thing_id, *, then=None):
+    return Writes([(INSERT_THINGS, INSERT_THINGS.encode(engine.dialect, [{"id": thing_id, "value": {"n": thing_id}}])),
+                   (INSERT_NOTES, INSERT_NOTES.encode(engine.dialect, [{"id": f"note-{thing_id}",
+                                                                         "about": thing_id}]))], then=then)
+
+
+def stored(engine, table=things):
+    with engine.connect() as conn:
+        return sorted(conn.execute(select(table.c.id)).scalars())
+
+
+class Blocker:
+    """A ``then`` that holds the first transaction open until ``queued`` writes wait behind it."""
+
+    def __init__(self, group: GroupCommit, queued: int):
+        self.group, self.queued = group, queued
+
+    def __call__(self, _conn) -> None:
+        deadline = time.monotonic() + 10
+        while len(self.group._waiting) < self.queued and time.monotonic() < deadline:
+            time.sleep(0.005)
+        assert len(self.group._waiting) >= self.queued
+
+
+def run_in_threads(group, items):
+    """``group.write(w)`` for each item in a thread of its own; returns {name: exception or None}."""
+    outcomes = {}
+
+    def one(name, item):
+        try:
+            group.write(item)
+            outcomes[name] = None
+        except Exception as exc:  # noqa: BLE001 -- the test looks at it
+            outcomes[name] = exc
+
+    threads = [threading.Thread(target=one, args=(name, item)) for name, item in items]
+    for thread in threads:
+        thread.start()
+        time.sleep(0.02)  # in this order
+    for thread in threads:
+        thread.join(30)
+    assert not any(thread.is_alive() for thread in threads)
+    return outcomes
+
+
+def test_writes_that_wait_behind_a_transaction_share_the_next_one(engine):
+    group = GroupCommit(engine)
+    first = writes(engine, "a", then=Blocker(group, queued=3))
+    outcomes = run_in_threads(group, [("a", first)] + [(n, writes(engine, n)) for n in "bcd"])
+    assert outcomes == {"a": None, "b": None, "c": None, "d": None}
+    assert stored(engine) == ["a", "b", "c", "d"]
+    assert stored(engine, notes) == ["note-a", "note-b", "note-c", "note-d"]
+    assert len(engine.commits) == 2  # a alone, then b, c and d together
+
+
+def test_a_write_alone_is_written_at_once_and_its_error_raised_once(engine):
+    group = GroupCommit(engine)
+    group.write(writes(engine, "a"))
+    assert len(engine.commits) == 1
+    attempts = []
+    with pytest.raises(IntegrityError):
+        group.write(writes(engine, "a", then=attempts.append))
+    assert attempts == []  # the insert failed before ``then``
+    assert stored(engine) == ["a"]
+    group.write(writes(engine, "b"))  # the group is not left waiting for a leader
+    assert stored(engine) == ["a", "b"]
+
+
+def test_a_failing_write_does_not_sink_its_group(engine):
+    group = GroupCommit(engine)
+    group.write(writes(engine, "used"))
+    first = writes(engine, "a", then=Blocker(group, queued=3))
+    items = [("a", first), ("b", writes(engine, "b")), ("dup", writes(engine, "used")), ("d", writes(engine, "d"))]
+    outcomes = run_in_threads(group, items)
+    assert isinstance(outcomes.pop("dup"), IntegrityError)
+    assert outcomes == {"a": None, "b": None, "d": None}
+    assert stored(engine) == ["a", "b", "d", "used"]
+
+
+def test_then_runs_inside_the_transaction_of_its_write(engine):
+    group = GroupCommit(engine)
+    seen = []
+
+    def then(conn):
+        seen.append(sorted(conn.execute(select(things.c.id)).scalars()))
+        raise RuntimeError("refused after the inserts")
+
+    with pytest.raises(RuntimeError):
+        group.write(writes(engine, "a", then=then))
+    assert seen == [["a"]]
+    assert stored(engine) == []  # rolled back with it
+
+
+def test_groups_are_capped(engine):
+    group = GroupCommit(engine, max_group=2)
+    first = writes(engine, "a", then=Blocker(group, queued=4))
+    outcomes = run_in_threads(group, [("a", first)] + [(n, writes(engine, n)) for n in "bcde"])
+    assert set(outcomes.values()) == {None}
+    assert stored(engine) == ["a", "b", "c", "d", "e"]
+    assert len(engine.commits) == 3  # a; b and c; d and e
