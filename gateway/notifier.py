@@ -44,8 +44,26 @@ def enqueue(conn: Connection, app: Any, status: str, *, cause: str) -> None:
     moment = records.now()
     body = {"type": "application.status", "application_id": app.id, "service": app.service,
             "reference": app.reference, "status": status, "cause": cause, "occurred_at": records.iso(moment)}
-    conn.execute(_INSERT_WEBHOOK, {"client_id": app.client_id, "application_id": app.id, "url": url, "body": body,
-                                   "attempts": 0, "next_attempt_at": moment, "created_at": moment})
+    row = {"client_id": app.client_id, "application_id": app.id, "url": url, "body": body,
+           "attempts": 0, "next_attempt_at": moment, "created_at": moment}
+    deferred = records.transaction_memo(conn, "deferred_webhooks").get("rows")
+    if deferred is not None:
+        deferred.append(row)
+    else:
+        conn.execute(_INSERT_WEBHOOK, row)
+
+
+def defer(conn: Connection) -> None:
+    """Keep this transaction's webhook deliveries in memory until ``write_deferred`` (the
+    tracker's batch writes them in one statement at its end)."""
+    records.transaction_memo(conn, "deferred_webhooks")["rows"] = []
+
+
+def write_deferred(conn: Connection) -> None:
+    """Write the deliveries kept since ``defer``, in the order they were recorded."""
+    rows = records.transaction_memo(conn, "deferred_webhooks").pop("rows", None)
+    if rows:
+        conn.execute(_INSERT_WEBHOOK, rows)
 
 
 def _webhook_url(conn: Connection, client_id: str) -> str | None:

@@ -35,6 +35,7 @@ from .domain.status import (
 from .logs import correlation
 from .store import records
 from .store import tables as t
+from .tracker_batch import EventBatch
 from .workflow import dispatch, release_ready_steps
 
 log = logging.getLogger("satupintu.tracker")
@@ -46,18 +47,16 @@ _STATUS_EVENTS = {"attempt", "outcome", "poll", "callback", "failed"}
 def settle(conn: Connection, service: Service, app: Any, requests: list[Any], *, cause: str) -> str:
     """Recompute the combined status and record it when it changed; returns it."""
     combined = combined_status((RequestStatus(r.status) for r in requests), cancelled=bool(app.cancel_requested))
-    batch = _Batch.of(conn)
-    kept = batch is not None and batch.apps.get(app.id) is app  # the batch's own copy of the row
+    batch = EventBatch.of(conn)
     moment = records.now()
     if combined.value != app.status:
-        conn.execute(_SETTLE_APPLICATION, {"app_id": app.id, "new_status": combined.value, "moment": moment})
         records.add_event(conn, application_id=app.id, type="application", status=combined.value, cause=cause)
         notifier.enqueue(conn, app, combined.value, cause=cause)
-        if kept:
-            app.status, app.updated_at = combined.value, moment
-            batch.touches.pop(app.id, None)  # this write set updated_at already
-    elif kept:
-        batch.touches[app.id] = moment  # written once, when the batch ends
+    if batch is not None and batch.apps.get(app.id) is app:  # the batch's own copy of the row
+        app.status, app.updated_at = combined.value, moment
+        batch.write_application(app)  # written once, when the batch ends
+    elif combined.value != app.status:
+        conn.execute(_SETTLE_APPLICATION, {"app_id": app.id, "new_status": combined.value, "moment": moment})
     else:
         conn.execute(_TOUCH_APPLICATION, {"app_id": app.id, "moment": moment})
     return combined.value
@@ -73,79 +72,21 @@ _SETTLE_APPLICATION = (update(t.applications).where(t.applications.c.id == bindp
 _UPDATE_REQUEST = update(t.requests).where(t.requests.c.id == bindparam("request_row_id"))
 
 
-class _Batch:
-    """The rows one tracker transaction has read, kept as they are after its own writes.
-
-    A bundle's outcomes tend to arrive together, so one batch often holds several events of
-    one application: the first event locks the application row and reads its requests, the
-    later ones read nothing.  The row lock (or SQLite's write lock) is held until the commit,
-    so nobody else changes these rows meanwhile, and every write the tracker makes to them
-    goes through ``apply_event``/``settle``, which update the copies too.  An application's
-    ``updated_at`` touch (a request changed, the combined status did not) is written once,
-    when the batch ends, with the moment of its last change.
-
-    Only ``Tracker._flush`` opens one, and it belongs to that transaction alone: a retry after
-    a rollback opens a new one and reads the store afresh.  Elsewhere (``apply_event`` in a
-    transaction of its own) nothing is kept and every event reads and writes at once.
-    """
-
-    _KEY = "satupintu.tracker_batch"
-
-    def __init__(self, transaction: Any):
-        self.transaction = transaction
-        self.apps: dict[str, SimpleNamespace] = {}  # application id -> its row
-        self.requests: dict[str, list[SimpleNamespace]] = {}  # application id -> its request rows
-        self.touches: dict[str, Any] = {}  # application id -> updated_at still to be written
-
-    @classmethod
-    def open(cls, conn: Connection) -> _Batch:
-        batch = conn.info[cls._KEY] = cls(conn.get_transaction())
-        return batch
-
-    @classmethod
-    def of(cls, conn: Connection) -> _Batch | None:
-        """The batch of ``conn``'s current transaction, if it has one."""
-        batch = conn.info.get(cls._KEY)
-        if batch is None or batch.transaction is not conn.get_transaction():
-            return None
-        return batch
-
-    def finish(self, conn: Connection) -> None:
-        """Write the pending touches, one statement for all; call it before the commit."""
-        if self.touches:
-            conn.execute(_TOUCH_APPLICATION, [{"app_id": app_id, "moment": moment}
-                                              for app_id, moment in self.touches.items()])
-        self.forget()
-
-    def forget(self) -> None:
-        """Drop what was kept; ``of()`` finds nothing any more.  (Touches no connection: it
-        also runs after the connection failed.)"""
-        self.transaction, self.apps, self.requests, self.touches = None, {}, {}, {}
-
-
-def _rows(conn: Connection, batch: _Batch | None, application_id: str) -> tuple[Any, list[Any]]:
-    """The application row (locked) and its request rows; from the batch when it has them."""
-    if batch is not None and application_id in batch.apps:
-        return batch.apps[application_id], batch.requests[application_id]
-    app = records.application_row(conn, application_id, lock=True)
-    if app is None:
-        return None, []  # not kept: the next event for it asks the store again
-    # All of the application's requests in one read: the DAG needs them below anyway.
-    rows = records.request_rows(conn, app.id)
-    if batch is not None:
-        app = batch.apps[application_id] = SimpleNamespace(**app._mapping)
-        rows = batch.requests[application_id] = [SimpleNamespace(**r._mapping) for r in rows]
-    return app, rows
-
-
 def apply_event(conn: Connection, catalog: Catalog, event: dict[str, Any]) -> bool:
     """Apply one status event; returns False when it changed nothing (duplicate, unknown, late).
 
     The event is recorded in the history first: the insert itself recognises an event id
-    applied before (a redelivery), and then nothing else is written.
+    applied before (a redelivery), and then nothing else is written.  In a tracker batch
+    (``EventBatch``) the rows come from the batch's copies and the writes wait for its end;
+    the batch looked the event ids up when it locked its applications.
     """
-    batch = _Batch.of(conn)
-    app, rows = _rows(conn, batch, event["application_id"])
+    batch = EventBatch.of(conn)
+    if batch is not None:
+        app, rows = batch.rows(conn, event["application_id"])
+    else:
+        app = records.application_row(conn, event["application_id"], lock=True)
+        # All of the application's requests in one read: the DAG needs them below anyway.
+        rows = records.request_rows(conn, app.id) if app is not None else []
     if app is None:
         log.warning("event %s for unknown application %s", event.get("event_id"), event["application_id"],
                     extra=correlation(event))
@@ -194,11 +135,11 @@ def apply_event(conn: Connection, catalog: Catalog, event: dict[str, Any]) -> bo
                              occurred_at=_parse_time(event.get("occurred_at"))):
         return False  # a redelivered event: applied before
     if values:
-        conn.execute(_UPDATE_REQUEST, dict(values, request_row_id=request.id))
-        # The rows as they now are in the store, without reading them again.
         if batch is not None:
-            vars(request).update(values)  # the batch's copy: later events of this batch see it
+            batch.write_request(request, values)  # later events of this batch see the copy
         else:
+            conn.execute(_UPDATE_REQUEST, dict(values, request_row_id=request.id))
+            # The rows as they now are in the store, without reading them again.
             request = SimpleNamespace(**dict(request._mapping, **values))
             rows = [request if r.id == request.id else r for r in rows]
     if not changed:
@@ -208,9 +149,8 @@ def apply_event(conn: Connection, catalog: Catalog, event: dict[str, Any]) -> bo
         return False
     service = catalog.services[app.service]
     cause = f"{request.step} {new.value}"
-    requests = release_ready_steps(conn, service, app, rows, cause=cause)
-    if batch is not None and requests is not rows:  # steps were released: keep the rows as re-read
-        batch.requests[app.id] = [SimpleNamespace(**r._mapping) for r in requests]
+    requests = release_ready_steps(conn, service, app, rows, cause=cause,
+                                   write=batch.write_request if batch is not None else None)
     settle(conn, service, app, requests, cause=cause)
     return True
 
@@ -276,8 +216,9 @@ class Tracker:
     are applied in one store transaction, then acknowledged with one
     ``basic_ack(multiple=True)``.  The ack still follows the commit, so a crash replays the
     batch and the event-id check ignores what was applied.  Within a batch the events are
-    ordered by application (stable, so one application's events keep their order): several
-    trackers then lock application rows in the same order and cannot deadlock.
+    ordered by application (stable, so one application's events keep their order), and the
+    batch locks its application rows in one statement in id order: several trackers then
+    lock them in the same order and cannot deadlock.
     """
 
     def __init__(self, engine: Engine, catalog: Catalog, *, amqp_urls: tuple[str, ...], namespace: str,
@@ -291,8 +232,8 @@ class Tracker:
         # whole batch, and submissions queue behind it.
         self.batch_size = batch
         self.stopping = threading.Event()
-        # (delivery tag, application id, the work, log correlation)
-        self._batch: list[tuple[int, str, Callable[[Connection], Any], dict[str, Any]]] = []
+        # (delivery tag, application id, event id or None, the work, log correlation)
+        self._batch: list[tuple[int, str, str | None, Callable[[Connection], Any], dict[str, Any]]] = []
 
     def stop(self) -> None:
         self.stopping.set()
@@ -330,7 +271,7 @@ class Tracker:
             log.error("unreadable status event dropped: %r (%r)", raw[:200], exc)
             channel.basic_reject(method.delivery_tag, requeue=False)
             return
-        self._batch.append((method.delivery_tag, str(event["application_id"]),
+        self._batch.append((method.delivery_tag, str(event["application_id"]), str(event["event_id"]),
                             lambda conn: apply_event(conn, self.catalog, event), correlation(event, props.headers)))
         if len(self._batch) >= self.batch_size:
             self._flush(channel)
@@ -345,7 +286,7 @@ class Tracker:
         message_id = props.message_id or body.get("message_id") or records.new_id("dead")
         headers = dict(props.headers or {})
         log.info("dead letter %s received", message_id, extra=correlation(body, headers))
-        self._batch.append((method.delivery_tag, str(body.get("application_id", "")),
+        self._batch.append((method.delivery_tag, str(body.get("application_id", "")), None,
                             lambda conn: record_dead_letter(conn, self.catalog, body, headers, message_id),
                             correlation(body, headers)))
         if len(self._batch) >= self.batch_size:
@@ -361,9 +302,10 @@ class Tracker:
         for attempt in range(5):
             try:
                 with self.engine.begin() as conn:
-                    applied = _Batch.open(conn)
+                    applied = EventBatch.open(conn)
                     try:
-                        for _tag, _app, work, _ids in ordered:
+                        applied.load(conn, (item[1] for item in ordered), (item[2] for item in ordered))
+                        for _tag, _app, _event, work, _ids in ordered:
                             work(conn)
                         applied.finish(conn)
                     finally:
@@ -371,7 +313,7 @@ class Tracker:
                 break
             except OperationalError as exc:  # store busy or briefly away (or a deadlock): try again
                 log.warning("store error applying %d event(s) (attempt %d): %s", len(batch), attempt + 1, exc,
-                            extra=batch[0][3])
+                            extra=batch[0][4])
                 time.sleep(0.2 * (attempt + 1))
         else:
             channel.basic_nack(last_tag, multiple=True, requeue=True)

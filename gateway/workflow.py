@@ -8,6 +8,7 @@ queued exactly when its dispatch message is written to the outbox.
 from __future__ import annotations
 
 import secrets
+from collections.abc import Callable
 from typing import Any
 
 from sqlalchemy import Connection, bindparam, update
@@ -112,10 +113,12 @@ _RELEASE_REQUEST = update(t.requests).where(t.requests.c.id == bindparam("reques
 
 
 def release_ready_steps(conn: Connection, service: Service, app: Any, requests: list[Any],
-                        *, cause: str) -> list[Any]:
+                        *, cause: str, write: Callable[[Any, dict[str, Any]], None] | None = None) -> list[Any]:
     """Queue the pending steps whose dependencies are all approved; skip those that cannot run.
 
-    Returns the requests re-read after the changes.
+    Returns the requests as they are after the changes: re-read from the store, or, with
+    ``write`` (the tracker's batch, which owns copies of the rows and writes them later),
+    the same objects, which ``write(request, values)`` brought up to date.
     """
     while True:
         changes = next_changes(service, app, requests)
@@ -123,11 +126,15 @@ def release_ready_steps(conn: Connection, service: Service, app: Any, requests: 
             return requests
         moment = records.now()
         for request, new, reason, payload in changes:
-            conn.execute(_RELEASE_REQUEST, {"request_row_id": request.id, "status": new.value, "reason": reason,
-                                            "updated_at": moment})
+            values = {"status": new.value, "reason": reason, "updated_at": moment}
+            if write is None:
+                conn.execute(_RELEASE_REQUEST, dict(values, request_row_id=request.id))
+            else:
+                write(request, values)
             records.add_event(conn, application_id=app.id, request_id=request.id, step=request.step,
                               type="status", status=new.value, cause=cause,
                               detail={"reason": reason} if reason else {})
             if new is RequestStatus.QUEUED:
                 dispatch(conn, app=app, request=request, payload=payload)
-        requests = records.request_rows(conn, app.id)
+        if write is None:
+            requests = records.request_rows(conn, app.id)

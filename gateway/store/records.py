@@ -122,6 +122,14 @@ def list_applications(conn: Connection, client_id: str, *, status: str | None, s
 _CHAIN_HEAD = (select(t.events.c.hash).where(t.events.c.application_id == bindparam("application_id"))
                .order_by(t.events.c.id.desc()).limit(1))
 _INSERT_EVENT = insert(t.events)
+_STORED_EVENT_IDS = select(t.events.c.event_id).where(t.events.c.event_id.in_(bindparam("event_ids", expanding=True)))
+# The newest row of each application (its chain head) and the rows of the given event ids.
+_HEADS_AND_STORED = (select(t.events.c.id, t.events.c.application_id, t.events.c.event_id, t.events.c.hash)
+                     .where(or_(t.events.c.id.in_(select(func.max(t.events.c.id))
+                                                  .where(t.events.c.application_id.in_(
+                                                      bindparam("application_ids", expanding=True)))
+                                                  .group_by(t.events.c.application_id)),
+                                t.events.c.event_id.in_(bindparam("event_ids", expanding=True)))))
 
 
 _INSERT_EVENT_ONCE: dict[str, Any] = {}
@@ -168,10 +176,21 @@ def add_event(conn: Connection, *, application_id: str, type: str, event_id: str
 
     Each row holds the hash of the application's previous row, so editing or deleting a
     row breaks the chain (``satupintu audit verify``).  The caller holds the application
-    row lock, which serialises the chain.
+    row lock, which serialises the chain.  In a transaction that called ``defer_events``
+    the row is kept and written, with the others in the order they were added, by
+    ``write_deferred_events``.
     """
+    deferred = _deferred(conn)
     if event_id is None:
         event_id, statement = uuid.uuid4().hex, _INSERT_EVENT
+    elif deferred is not None:
+        if event_id not in deferred.checked:  # not among the ids looked up in one go
+            deferred.checked.add(event_id)
+            if conn.execute(_STORED_EVENT_IDS, {"event_ids": [event_id]}).first() is not None:
+                deferred.stored.add(event_id)
+        if event_id in deferred.stored:
+            return False  # that event id is stored (or added in this transaction) already: a redelivery
+        statement = _INSERT_EVENT
     else:
         statement = _insert_event_once(conn.dialect.name)
     heads = _chain_heads(conn)
@@ -185,12 +204,65 @@ def add_event(conn: Connection, *, application_id: str, type: str, event_id: str
     }
     digest = event_hash(prev, row, occurred_at)
     # Parameters rather than .values(): the statement is then built and cached once.
-    result = conn.execute(statement, dict(row, occurred_at=occurred_at, recorded_at=now(), prev_hash=prev,
-                                          hash=digest))
-    if result.rowcount == 0:
+    row.update(occurred_at=occurred_at, recorded_at=now(), prev_hash=prev, hash=digest)
+    if deferred is not None:
+        deferred.rows.append(row)
+        deferred.stored.add(event_id)
+    elif conn.execute(statement, row).rowcount == 0:
         return False  # that event id is stored already: a redelivery
     heads[application_id] = digest
     return True
+
+
+class _DeferredEvents:
+    """A transaction's events still to be written, and what it knows of stored event ids."""
+
+    __slots__ = ("checked", "rows", "stored")
+
+    def __init__(self, checked: set[str], stored: set[str]):
+        self.checked, self.stored, self.rows = checked, stored, []
+
+
+def _deferred(conn: Connection) -> _DeferredEvents | None:
+    return transaction_memo(conn, "deferred_events").get("events")
+
+
+def defer_events(conn: Connection, event_ids: Iterable[str] = (), application_ids: Iterable[str] = ()) -> None:
+    """From now until ``write_deferred_events``, keep this transaction's new events in memory.
+
+    One read finds which of ``event_ids`` (the ids the caller is about to add) are stored,
+    so that ``add_event`` still answers False for those (any other id is looked up when it
+    is added), and the chain head of each of ``application_ids``.  Call it once those
+    applications' rows are locked (or SQLite's write lock is held), until the commit: an
+    event another transaction stored for them is then visible, and nobody else appends to
+    their chains.  The rows are added in order and chained exactly as if written at once;
+    nothing may read this transaction's events in between.
+    """
+    ids, apps = set(event_ids), sorted(set(application_ids))
+    stored: set[str] = set()
+    if ids or apps:
+        heads = _chain_heads(conn)
+        newest: dict[str, tuple[int, str]] = {}
+        wanted = set(apps)
+        for row in conn.execute(_HEADS_AND_STORED, {"application_ids": apps, "event_ids": sorted(ids)}):
+            if row.event_id in ids:
+                stored.add(row.event_id)
+            # An application's head is its newest row; a stored event of it is never newer.
+            if row.application_id in wanted and row.id > newest.get(row.application_id, (0, ""))[0]:
+                newest[row.application_id] = (row.id, row.hash)
+        for application_id in apps:
+            heads.setdefault(application_id, newest[application_id][1] if application_id in newest else GENESIS)
+    transaction_memo(conn, "deferred_events")["events"] = _DeferredEvents(ids, stored)
+
+
+def write_deferred_events(conn: Connection) -> int:
+    """Write the events kept since ``defer_events``, in one statement; returns how many."""
+    memo = transaction_memo(conn, "deferred_events")
+    deferred = memo.pop("events", None)
+    if deferred is None or not deferred.rows:
+        return 0
+    conn.execute(_INSERT_EVENT, deferred.rows)
+    return len(deferred.rows)
 
 
 def event_hash(prev: str, row: dict[str, Any], occurred_at: dt.datetime) -> str:
@@ -215,17 +287,24 @@ def event_document(r: Any) -> dict[str, Any]:
 
 # --- outbox ------------------------------------------------------------------------------
 
+_INSERT_OUTBOX = insert(t.outbox)
+
+
 def enqueue(conn: Connection, *, exchange: str, routing_key: str, body: dict[str, Any],
             headers: dict[str, Any]) -> None:
-    conn.execute(insert(t.outbox).values(exchange=exchange, routing_key=routing_key, body=body,
-                                         headers=headers, created_at=now()))
+    conn.execute(_INSERT_OUTBOX, {"exchange": exchange, "routing_key": routing_key, "body": body,
+                                  "headers": headers, "created_at": now()})
     notify_outbox(conn)
 
 
 def notify_outbox(conn: Connection) -> None:
-    """On PostgreSQL, wake the relay when this transaction commits (several NOTIFYs fold into one)."""
+    """On PostgreSQL, wake the relay when this transaction commits: one NOTIFY per transaction
+    (PostgreSQL folds several into one anyway)."""
     if conn.dialect.name == "postgresql":
-        conn.exec_driver_sql(f"NOTIFY {OUTBOX_CHANNEL}")
+        memo = transaction_memo(conn, "outbox_notify")
+        if not memo.get("sent"):
+            conn.exec_driver_sql(f"NOTIFY {OUTBOX_CHANNEL}")
+            memo["sent"] = True
 
 
 def claim_outbox(conn: Connection, *, limit: int, lease: dt.timedelta,

@@ -44,9 +44,11 @@ def flush(engine, catalog, works: list[tuple[str, Any]]) -> FakeChannel:
     from gateway.tracker import Tracker, apply_event
     tracker = Tracker(engine, catalog, amqp_urls=(), namespace="unused")
     for tag, (app_id, work) in enumerate(works, start=1):
+        event_id = None
         if isinstance(work, dict):
+            event_id = work["event_id"]
             work = (lambda ev: lambda conn: apply_event(conn, catalog, ev))(work)
-        tracker._batch.append((tag, app_id, work, {}))
+        tracker._batch.append((tag, app_id, event_id, work, {}))
     channel = FakeChannel()
     tracker._flush(channel)
     return channel
