@@ -108,14 +108,24 @@ def requests_auth(auth: dict[str, Any]) -> AuthBase | None:
     return None
 
 
+def tls_settings(auth: dict[str, Any], verify: bool | str | None) -> tuple[bool | str, tuple[str, str] | None]:
+    """``(verify, cert)`` as ``requests`` takes them: server verification (the ``verify`` option,
+    a CA bundle path or true; an mTLS ``ca`` wins) and the mTLS client certificate and key."""
+    cert = None
+    if verify is None:
+        verify = True
+    if auth.get("type") == "mtls":
+        cert = (str(auth["cert"]), str(auth["key"]))
+        if auth.get("ca"):
+            verify = str(auth["ca"])
+    return verify, cert
+
+
 def configure_tls(session: requests.Session, auth: dict[str, Any], verify: bool | str | None) -> None:
     """Server verification (``verify`` option: a CA bundle path or true) and mTLS client certificates."""
-    if verify is not None:
-        session.verify = verify
-    if auth.get("type") == "mtls":
-        session.cert = (str(auth["cert"]), str(auth["key"]))
-        if auth.get("ca"):
-            session.verify = str(auth["ca"])
+    session.verify, cert = tls_settings(auth, verify)
+    if cert is not None:
+        session.cert = cert
 
 
 def wsse_token(auth: dict[str, Any]) -> Any:

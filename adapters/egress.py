@@ -26,6 +26,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from requests.adapters import HTTPAdapter
+from urllib3 import PoolManager
 from urllib3.connection import HTTPConnection, HTTPSConnection
 from urllib3.connectionpool import HTTPConnectionPool, HTTPSConnectionPool
 
@@ -44,8 +45,8 @@ METADATA_HOSTS = frozenset({"metadata", "metadata.google.internal", "metadata.go
 class EgressRefused(OSError):
     """Raised when a URL's host or the address behind it may not be connected to.
 
-    An ``OSError`` so that ``requests`` reports it as a connection failure and callers
-    that already translate connection errors need no new branch.
+    An ``OSError`` so that ``requests`` and urllib3 (``ProtocolError``) report it as a
+    connection failure and callers that already translate connection errors need no new branch.
     """
 
 
@@ -194,18 +195,29 @@ class EgressAdapter(HTTPAdapter):
 
     def init_poolmanager(self, *args: Any, **kwargs: Any) -> None:
         super().init_poolmanager(*args, **kwargs)
-        policy = self.policy
-        http_conn = type("PolicyHTTPConnection", (_GuardedHTTPConnection,), {"egress_policy": policy})
-        https_conn = type("PolicyHTTPSConnection", (_GuardedHTTPSConnection,), {"egress_policy": policy})
-        self.poolmanager.pool_classes_by_scheme = {
-            "http": type("PolicyHTTPPool", (HTTPConnectionPool,), {"ConnectionCls": http_conn}),
-            "https": type("PolicyHTTPSPool", (HTTPSConnectionPool,), {"ConnectionCls": https_conn}),
-        }
+        _guard_pools(self.poolmanager, self.policy)
 
     def proxy_manager_for(self, proxy: str, **proxy_kwargs: Any) -> Any:
         raise EgressRefused("outbound calls do not go through proxies")
 
     __attrs__ = [*HTTPAdapter.__attrs__, "policy"]
+
+
+def _guard_pools(manager: PoolManager, policy: EgressPolicy) -> None:
+    http_conn = type("PolicyHTTPConnection", (_GuardedHTTPConnection,), {"egress_policy": policy})
+    https_conn = type("PolicyHTTPSConnection", (_GuardedHTTPSConnection,), {"egress_policy": policy})
+    manager.pool_classes_by_scheme = {
+        "http": type("PolicyHTTPPool", (HTTPConnectionPool,), {"ConnectionCls": http_conn}),
+        "https": type("PolicyHTTPSPool", (HTTPSConnectionPool,), {"ConnectionCls": https_conn}),
+    }
+
+
+def guarded_pool_manager(policy: EgressPolicy, **kwargs: Any) -> PoolManager:
+    """A urllib3 ``PoolManager`` (``num_pools``, ``maxsize``, TLS pool keywords, ...) whose every
+    new connection is checked against ``policy``, for callers that skip ``requests``."""
+    manager = PoolManager(**kwargs)
+    _guard_pools(manager, policy)
+    return manager
 
 
 def guard_session(session: Any, policy: EgressPolicy | None = None, **adapter_kwargs: Any) -> Any:

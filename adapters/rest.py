@@ -1,11 +1,11 @@
-"""The REST adapter: one agency reached over HTTP with JSON, through ``requests``.
+"""The REST adapter: one agency reached over HTTP with JSON.
 
 Each operation names a method and a path template; the payload goes as the JSON body
 (POST, PUT, PATCH), the stable request id in the idempotency header, the answer is read
 (bounded) and mapped by ``adapters.answers``.  Redirects are never followed, every call
-has explicit (connect, read) timeouts, and a ``requests.Session`` (auth, TLS, the egress-
-checking connection pool) is built once, lazily, and shared by the worker's threads; each
-call goes straight to its transport adapter (``_send``).
+has explicit (connect, read) timeouts, and a ``RestTransport`` (headers, auth, TLS, the
+egress-checking urllib3 pools; adapters/rest_transport.py) is built once, lazily, and
+shared by the worker's threads.
 """
 
 from __future__ import annotations
@@ -17,8 +17,6 @@ import threading
 from typing import Any, ClassVar
 from urllib.parse import quote, urlsplit
 
-import requests
-
 from gateway.domain.errors import (
     AgencyError,
     ConfigError,
@@ -29,10 +27,22 @@ from gateway.domain.errors import (
 
 from . import xroad as xroad_protocol
 from .answers import RESPONSE_SCHEMA, map_answer, response_problems
-from .auth import auth_problems, configure_tls, requests_auth
+from .auth import auth_problems, requests_auth, tls_settings
 from .base import Adapter, AgencyRequest, Outcome, OutcomeKind
-from .egress import EgressAdapter, policy_for_agency
+from .egress import policy_for_agency
 from .masking import raw_excerpt
+from .rest_transport import (
+    DEFAULT_HEADERS,
+    Answer,
+    BadRequest,
+    BrokenOff,
+    ConnectionFailed,
+    ConnectTimedOut,
+    ReadTimedOut,
+    RestTransport,
+    TlsFailed,
+    TooLarge,
+)
 
 USER_AGENT = "satupintu-adapter/1"
 DEFAULT_MAX_ANSWER_BYTES = 1024 * 1024
@@ -138,7 +148,7 @@ class RestAdapter(Adapter):
         self._allowed_hosts = options.get("allowed_hosts")
         self._static_headers = dict(options.get("headers", {}))
         self._xroad = xroad_protocol.XRoad.from_agency(agency)
-        self._session: requests.Session | None = None
+        self._transport: RestTransport | None = None
         self._lock = threading.Lock()
 
     # -- the operations ---------------------------------------------------------------
@@ -181,10 +191,10 @@ class RestAdapter(Adapter):
 
     def close(self) -> None:
         with self._lock:
-            session, self._session = self._session, None
-        if session is not None:
+            transport, self._transport = self._transport, None
+        if transport is not None:
             with contextlib.suppress(Exception):  # close() never raises
-                session.close()
+                transport.close()
 
     # -- internals --------------------------------------------------------------------
 
@@ -206,30 +216,26 @@ class RestAdapter(Adapter):
         parent = self._operation(request)
         return {**sub, "service_code": sub.get("service_code") or parent.get("service_code") or request.operation}
 
-    def session(self) -> requests.Session:
-        """The shared session, built on first use (auth, TLS, connection pool)."""
-        session = self._session
-        if session is not None:
-            return session
+    def transport(self) -> RestTransport:
+        """The shared transport, built on first use (headers, auth, TLS, connection pools)."""
+        transport = self._transport
+        if transport is not None:
+            return transport
         with self._lock:
-            if self._session is None:
-                self._session = self._build_session()
-            return self._session
+            if self._transport is None:
+                self._transport = self._build_transport()
+            return self._transport
 
-    def _build_session(self) -> requests.Session:
+    def _build_transport(self) -> RestTransport:
         agency = self.agency
-        session = requests.Session()
-        session.trust_env = False  # no proxies, netrc or CA bundles picked up from the environment
-        session.headers["User-Agent"] = USER_AGENT
-        session.headers["Accept"] = "application/json"
-        session.auth = requests_auth(agency.auth or {})
-        configure_tls(session, agency.auth or {}, agency.options.get("verify"))
+        auth = agency.auth or {}
+        verify, cert = tls_settings(auth, (agency.options or {}).get("verify"))
         # Only the hosts the agency file names, never link-local or metadata addresses (adapters/egress.py).
-        pool = EgressAdapter(policy_for_agency(agency), pool_connections=4, pool_maxsize=max(agency.concurrency, 10),
-                             max_retries=0)
-        session.mount("http://", pool)
-        session.mount("https://", pool)
-        return session
+        return RestTransport(policy_for_agency(agency),
+                             headers={"User-Agent": USER_AGENT, **DEFAULT_HEADERS, **self._static_headers},
+                             auth=requests_auth(auth), verify=verify, cert=cert,
+                             connect_timeout=agency.connect_timeout, read_timeout=agency.read_timeout,
+                             maxsize=max(agency.concurrency, 10))
 
     def _fail(self, cls: type[AgencyError], message: str, request: AgencyRequest, *,
               status_code: int | None = None, raw: bytes | str | None = None) -> AgencyError:
@@ -241,7 +247,7 @@ class RestAdapter(Adapter):
         agency = self.agency
         method = spec.get("method", default_method).upper()
         path = render_path(spec.get("path", ""), request, agency=agency.id)
-        headers = {**self._static_headers, **request.headers, agency.idempotency_header: request.request_id}
+        headers = {**request.headers, agency.idempotency_header: request.request_id}
         if self._xroad is not None:
             url = self._xroad.rest_url(spec.get("service_code") or request.operation, path)
             headers.update(self._xroad.rest_headers(request.request_id, request.application_id))
@@ -250,75 +256,62 @@ class RestAdapter(Adapter):
         if not _host_allowed(url, self._allowed_hosts):
             raise self._fail(PermanentAgencyError, f"{urlsplit(url).hostname} is not in options.allowed_hosts", request)
         try:
-            session = self.session()
+            transport = self.transport()
         except ConfigError as exc:
             raise self._fail(PermanentAgencyError, f"cannot set up the connection: {exc}", request) from exc
 
         where = f"{method} {urlsplit(url).path}"
-        timeouts = (agency.connect_timeout, agency.read_timeout)
+        body = None
+        if method in BODY_METHODS and request.payload is not None:
+            try:  # as requests' json=: no NaN, UTF-8
+                body = json.dumps(request.payload, allow_nan=False).encode()
+            except (TypeError, ValueError) as exc:
+                raise self._fail(PermanentAgencyError, f"{where}: bad request: the payload is not JSON: {exc}",
+                                 request) from exc
         try:
-            response = _send(session, method, url, headers, request.payload if method in BODY_METHODS else None,
-                             timeouts)
-        except requests.exceptions.ConnectTimeout as exc:
+            reply = transport.call(method, url, headers, body, self._max_bytes)
+        except ConnectTimedOut as exc:
             raise self._fail(TransientAgencyError, f"{where}: no connection within {agency.connect_timeout:g} s",
                              request) from exc
-        except requests.exceptions.Timeout as exc:
+        except ReadTimedOut as exc:
             raise self._fail(TransientAgencyError, f"{where}: no answer within {agency.read_timeout:g} s",
                              request) from exc
-        except requests.exceptions.SSLError as exc:
+        except TlsFailed as exc:
             raise self._fail(PermanentAgencyError, f"{where}: TLS failed: {exc}", request) from exc
-        except (requests.exceptions.InvalidURL, requests.exceptions.MissingSchema,
-                requests.exceptions.InvalidSchema, requests.exceptions.InvalidHeader) as exc:
+        except BadRequest as exc:
             raise self._fail(PermanentAgencyError, f"{where}: bad request: {exc}", request) from exc
-        except (requests.exceptions.RequestException, OSError) as exc:
+        except TooLarge as exc:
+            raise self._fail(PermanentAgencyError,
+                             f"{where}: answer larger than {self._max_bytes} bytes (options.max_answer_bytes)",
+                             request, status_code=exc.status, raw=exc.partial) from exc
+        except BrokenOff as exc:
+            raise self._fail(TransientAgencyError, f"{where}: answer broken off: {exc}", request,
+                             status_code=exc.status) from exc
+        except ConnectionFailed as exc:
             raise self._fail(TransientAgencyError, f"{where}: connection failed: {exc}", request) from exc
-
-        try:
-            body = self._read(response, request, where)
-        finally:
-            response.close()
-        return self._interpret(request, spec, operation, where, response, body,
+        return self._interpret(request, spec, operation, where, reply,
                                default_kind=default_kind, missing_is_none=missing_is_none)
 
-    def _read(self, response: requests.Response, request: AgencyRequest, where: str) -> bytes:
-        """The answer body, at most ``max_answer_bytes``; reading stops as soon as it is larger."""
-        declared = response.headers.get("Content-Length")
-        too_big = f"{where}: answer larger than {self._max_bytes} bytes (options.max_answer_bytes)"
-        if declared and declared.isdigit() and int(declared) > self._max_bytes:
-            raise self._fail(PermanentAgencyError, too_big, request, status_code=response.status_code)
-        chunks, size = [], 0
-        try:
-            for chunk in response.iter_content(chunk_size=65536):
-                size += len(chunk)
-                if size > self._max_bytes:
-                    raise self._fail(PermanentAgencyError, too_big, request, status_code=response.status_code,
-                                     raw=b"".join(chunks))
-                chunks.append(chunk)
-        except requests.exceptions.RequestException as exc:
-            raise self._fail(TransientAgencyError, f"{where}: answer broken off: {exc}", request,
-                             status_code=response.status_code) from exc
-        return b"".join(chunks)
-
     def _interpret(self, request: AgencyRequest, spec: dict[str, Any], operation: str, where: str,
-                   response: requests.Response, body: bytes, *, default_kind: OutcomeKind | None,
+                   reply: Answer, *, default_kind: OutcomeKind | None,
                    missing_is_none: bool) -> Outcome | None:
-        code = response.status_code
+        code, body = reply.status, reply.body
         success = _status_matcher(spec["success_statuses"]) if "success_statuses" in spec else DEFAULT_SUCCESS
         if missing_is_none and code == 404:
             return None
         if code not in success:
             if 300 <= code < 400:
                 raise self._fail(PermanentAgencyError,
-                                 f"{where}: HTTP {code} to {response.headers.get('Location', '?')}: "
+                                 f"{where}: HTTP {code} to {reply.headers.get('Location', '?')}: "
                                  f"redirects are not followed", request, status_code=code, raw=body)
             answer = _loads_or_none(body)
-            if self._xroad is not None or response.headers.get("X-Road-Error"):
-                error = xroad_protocol.rest_error(response.headers, answer, agency=self.agency.id,
+            if self._xroad is not None or reply.headers.get("X-Road-Error"):
+                error = xroad_protocol.rest_error(reply.headers, answer, agency=self.agency.id,
                                                   request_id=request.request_id, status_code=code, raw=body)
                 if error is not None:
                     raise error
             transient = code not in self._permanent and code in self._transient
-            message = f"{where}: HTTP {code} {response.reason or ''}".rstrip()
+            message = f"{where}: HTTP {code} {reply.reason or ''}".rstrip()
             if code in (401, 403):
                 message += f" (credentials refused; auth type {self.agency.auth.get('type', 'none')!r})"
             detail = _detail(answer)
@@ -336,27 +329,6 @@ class RestAdapter(Adapter):
                                  status_code=code, raw=body) from exc
         return map_answer(self.agency, operation, spec.get("response"), answer, request_id=request.request_id,
                           default_kind=default_kind, status_code=code)
-
-
-_NO_PROXIES: dict[str, str] = {}
-
-
-def _send(session: requests.Session, method: str, url: str, headers: dict[str, str], payload: Any,
-          timeouts: tuple[float, float]) -> requests.Response:
-    """One call through the session's transport (the ``EgressAdapter`` mounted for the URL).
-
-    What ``Session.request`` would add on top is nothing this adapter wants: redirects are
-    never followed, the environment is never consulted (``trust_env`` is off), and cookies
-    an agency sets must not ride along on other citizens' requests.  Skipping it (merging
-    settings, hooks, the cookie jar) saves about a quarter of the CPU an agency call costs
-    the worker.  Auth, TLS verification and client certificates still come from the session.
-    """
-    prepared = requests.PreparedRequest()
-    prepared.prepare(method=method, url=url, headers={**session.headers, **headers}, json=payload,
-                     auth=session.auth)
-    transport = session.get_adapter(prepared.url)
-    return transport.send(prepared, stream=True, timeout=timeouts, verify=session.verify, cert=session.cert,
-                          proxies=_NO_PROXIES)
 
 
 def _loads_or_none(body: bytes) -> Any:

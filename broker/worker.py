@@ -421,7 +421,7 @@ class _Session(AsyncSession):
     confirmed; each delivery is acked when the last of its publishes is confirmed.  One
     channel per agency consumes, with that agency's concurrency as its prefetch.  Agency
     calls run in the worker's thread pool and hand their outcome back with
-    ``hand_back()`` (``add_callback_threadsafe``).
+    ``hand_back()`` (batched onto ``add_callback_threadsafe``).
     """
 
     role = "worker"
@@ -433,6 +433,7 @@ class _Session(AsyncSession):
         self.consumers: list[tuple[Any, str]] = []
         self.stop_deadline: float | None = None
         self._over = False
+        self._handed_back: list[Callable[[], None]] = []  # outcomes waiting for the ioloop (under _lock)
         self._lock = threading.Lock()
         super().__init__(url)
 
@@ -441,15 +442,31 @@ class _Session(AsyncSession):
             self._over = True
 
     def hand_back(self, callback: Callable[[], None]) -> bool:
-        """Run ``callback`` on the ioloop (from any thread); False when this session is over."""
+        """Run ``callback`` on the ioloop (from any thread); False when this session is over.
+
+        Outcomes that finish while the ioloop has not yet run the earlier ones join them:
+        the loop is woken (a socket write, and a loop turn) once per batch, not per call,
+        and no thread holds ``_lock`` across that write.  A callback that never runs (the
+        loop ended first) leaves its delivery unacked, so the broker hands it out again."""
         with self._lock:
             if self._over:
                 return False
-            try:
-                self.ioloop.add_callback_threadsafe(callback)
-            except Exception:  # noqa: BLE001 - the loop is closing
-                return False
-            return True
+            self._handed_back.append(callback)
+            if len(self._handed_back) > 1:
+                return True  # a wake-up is already on its way
+        try:
+            self.ioloop.add_callback_threadsafe(self._run_handed_back)
+        except Exception:  # noqa: BLE001 - the loop is closing
+            with self._lock:  # so that the next outcome tries to wake it again
+                self._handed_back = []
+            return False
+        return True
+
+    def _run_handed_back(self) -> None:
+        with self._lock:
+            callbacks, self._handed_back = self._handed_back, []
+        for callback in callbacks:
+            callback()
 
     def publish(self, exchange: str, routing_key: str, body: dict[str, Any], headers: dict[str, Any] | None,
                 *, token: _Delivery | None) -> None:

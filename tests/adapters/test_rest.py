@@ -310,13 +310,13 @@ def test_mtls_with_an_untrusted_certificate_fails(mtls_agency, make_agency, requ
 def test_one_session_is_built_lazily_and_shared_by_threads(registry, request_factory):
     fake, adapter = registry
     fake.route("POST", "/companies", 201, {"company_number": "A", "status": "REGISTERED"})
-    assert adapter._session is None
+    assert adapter._transport is None
     sessions, errors = set(), []
 
     def work():
         try:
             adapter.send(request_factory())
-            sessions.add(id(adapter.session()))
+            sessions.add(id(adapter.transport()))
         except Exception as exc:  # noqa: BLE001
             errors.append(exc)
     threads = [threading.Thread(target=work) for _ in range(8)]

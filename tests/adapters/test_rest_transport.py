@@ -1,0 +1,241 @@
+"""The REST adapter's own HTTP transport (adapters/rest_transport.py) against real local
+servers: what goes on the wire, and how each way a call can fail is classified."""
+
+from __future__ import annotations
+
+import contextlib
+import gzip
+import json
+import socket
+import ssl
+import threading
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+from werkzeug.serving import make_server
+from werkzeug.wrappers import Response
+
+from adapters.base import OutcomeKind
+from adapters.rest import RestAdapter
+from adapters.rest_transport import Headers
+from gateway.domain.errors import PermanentAgencyError, TransientAgencyError
+
+OP = {"op": {"path": "/x", "response": {"status": "status"}}}
+
+
+@pytest.fixture
+def tls_agency(fake_agency, pki) -> Iterator[Any]:
+    """The fake agency over HTTPS, with a certificate from the test CA (no client certificate asked)."""
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.load_cert_chain(pki.server_cert, pki.server_key)
+    agency = fake_agency
+    server = make_server("127.0.0.1", 0, agency, threaded=True, ssl_context=context)
+    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
+    thread.start()
+    agency.url = f"https://127.0.0.1:{server.server_port}"
+    yield agency
+    server.shutdown()
+    server.server_close()
+
+
+def _raw_server(answer: bytes) -> tuple[str, socket.socket]:
+    """A server that reads one request head, writes ``answer`` and closes the connection."""
+    listener = socket.create_server(("127.0.0.1", 0))
+
+    def serve() -> None:
+        while True:
+            try:
+                conn, _ = listener.accept()
+            except OSError:
+                return
+            with conn:
+                data = b""
+                while b"\r\n\r\n" not in data:
+                    chunk = conn.recv(65536)
+                    if not chunk:
+                        break
+                    data += chunk
+                conn.sendall(answer)
+    threading.Thread(target=serve, daemon=True).start()
+    return f"http://127.0.0.1:{listener.getsockname()[1]}", listener
+
+
+# --- what goes on the wire --------------------------------------------------------------
+
+def test_a_call_sends_json_with_the_session_headers_and_the_static_ones(fake_agency, make_agency, request_factory):
+    fake_agency.route("POST", "/x", 200, {"status": "ok"})
+    agency = make_agency(fake_agency.url, OP, statuses={"ok": "approved"},
+                         options={"headers": {"accept": "application/vnd.agency+json", "X-Client": "satu"}})
+    adapter = RestAdapter(agency)
+    adapter.send(request_factory("op", {"name": "Bakso Pak Ñoño", "n": 1.5}))
+    seen = fake_agency.last
+    assert seen.body == json.dumps({"name": "Bakso Pak Ñoño", "n": 1.5}).encode()
+    assert seen.headers["Content-Type"] == "application/json"
+    assert seen.headers["Content-Length"] == str(len(seen.body))
+    assert seen.headers["User-Agent"] == "satupintu-adapter/1"
+    assert seen.headers["Accept"] == "application/vnd.agency+json"  # the agency's own, once
+    assert seen.headers["X-Client"] == "satu"
+    assert "gzip" in seen.headers["Accept-Encoding"]
+    adapter.close()
+
+
+def test_a_get_has_no_body_and_a_delete_says_its_body_is_empty(fake_agency, make_agency, request_factory):
+    operations = {"op": {"path": "/x", "lookup": {"path": "/x"}, "cancel": {"path": "/x"}}}
+    fake_agency.route("GET", "/x", 200, {})
+    fake_agency.route("DELETE", "/x", 204)
+    adapter = RestAdapter(make_agency(fake_agency.url, operations))
+    adapter.lookup(request_factory("op"))
+    assert fake_agency.last.body == b"" and "Content-Length" not in fake_agency.last.headers
+    assert adapter.cancel(request_factory("op")).kind is OutcomeKind.CANCELLED
+    assert fake_agency.last.headers["Content-Length"] == "0"
+    adapter.close()
+
+
+def test_cookies_an_agency_sets_are_not_sent_back(fake_agency, make_agency, request_factory):
+    fake_agency.route("POST", "/x", 200, {"status": "ok"}, headers={"Set-Cookie": "citizen=3171; Path=/"})
+    adapter = RestAdapter(make_agency(fake_agency.url, OP, statuses={"ok": "approved"}))
+    adapter.send(request_factory("op"))
+    adapter.send(request_factory("op"))
+    assert [s.headers.get("Cookie") for s in fake_agency.seen] == [None, None]
+    adapter.close()
+
+
+def test_gzip_answers_are_decoded(fake_agency, make_agency, request_factory):
+    fake_agency.route("POST", "/x", 200, body=gzip.compress(b'{"status": "ok"}'),
+                      headers={"Content-Encoding": "gzip", "Content-Type": "application/json"})
+    adapter = RestAdapter(make_agency(fake_agency.url, OP, statuses={"ok": "approved"}))
+    assert adapter.send(request_factory("op")).kind is OutcomeKind.APPROVED
+    adapter.close()
+
+
+def test_headers_set_again_in_another_case_replace_the_first():
+    headers = Headers({"Accept": "a", "X-One": "1"})
+    merged = headers.merged({"accept": "b", "x-two": "2"})
+    merged["AUTHORIZATION"] = "x"
+    merged["Authorization"] = "y"
+    assert merged == {"X-One": "1", "accept": "b", "x-two": "2", "Authorization": "y"}
+    assert headers == {"Accept": "a", "X-One": "1"} and merged.has("ACCEPT")
+
+
+# --- how failures are classified --------------------------------------------------------
+
+def test_no_connection_within_the_connect_timeout_is_transient(make_agency, request_factory):
+    # A listener that never accepts: once its queue is full, the kernel ignores new SYNs.
+    listener = socket.create_server(("127.0.0.1", 0), backlog=0)
+    url = f"http://127.0.0.1:{listener.getsockname()[1]}"
+    fillers = []
+    try:
+        for _ in range(8):  # fill the accept queue
+            filler = socket.socket()
+            filler.setblocking(False)
+            filler.connect_ex(listener.getsockname())
+            fillers.append(filler)
+        adapter = RestAdapter(make_agency(url, OP, connect_timeout=0.3))
+        with pytest.raises(TransientAgencyError, match=r"POST /x: no connection within 0.3 s"):
+            adapter.send(request_factory("op"))
+    finally:
+        for filler in fillers:
+            filler.close()
+        listener.close()
+
+
+def test_an_egress_refusal_is_a_connection_failure(fake_agency, make_agency, request_factory, monkeypatch):
+    monkeypatch.setenv("SATUPINTU_EGRESS_ALLOW_LOOPBACK", "0")
+    adapter = RestAdapter(make_agency(fake_agency.url, OP))
+    with pytest.raises(TransientAgencyError, match="connection failed.*loopback") as info:
+        adapter.send(request_factory("op"))
+    assert fake_agency.seen == []
+    assert "EgressRefused" in repr(info.value.__cause__.__cause__)
+
+
+def test_an_answer_broken_off_mid_body_is_transient(make_agency, request_factory):
+    url, listener = _raw_server(b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n"
+                                b"Content-Length: 100\r\n\r\n{\"status\": ")
+    try:
+        with pytest.raises(TransientAgencyError, match="answer broken off") as info:
+            RestAdapter(make_agency(url, OP)).send(request_factory("op"))
+        assert info.value.status_code == 200
+    finally:
+        listener.close()
+
+
+def test_a_connection_closed_without_an_answer_is_a_connection_failure(make_agency, request_factory):
+    url, listener = _raw_server(b"")
+    try:
+        with pytest.raises(TransientAgencyError, match="connection failed"):
+            RestAdapter(make_agency(url, OP)).send(request_factory("op"))
+    finally:
+        listener.close()
+
+
+def test_a_gzip_bomb_is_stopped_at_the_limit(fake_agency, make_agency, request_factory):
+    bomb = gzip.compress(b" " * 200_000)
+    fake_agency.route("POST", "/x", 200, body=bomb, headers={"Content-Encoding": "gzip"})
+    adapter = RestAdapter(make_agency(fake_agency.url, OP, options={"max_answer_bytes": 10_000}))
+    assert len(bomb) < 10_000
+    with pytest.raises(PermanentAgencyError, match="larger than 10000 bytes"):
+        adapter.send(request_factory("op"))
+    adapter.close()
+
+
+def test_after_an_oversized_answer_the_next_call_is_clean(fake_agency, make_agency, request_factory):
+    adapter = RestAdapter(make_agency(fake_agency.url, {**OP, "big": {"path": "/big"}},
+                                      statuses={"ok": "approved"}, options={"max_answer_bytes": 1000}))
+
+    def streamed(_request):
+        return Response((b"y" * 100 for _ in range(1000)), content_type="application/json")
+    fake_agency.handle("POST", "/big", streamed)
+    fake_agency.route("POST", "/x", 200, {"status": "ok"})
+    for _ in range(3):
+        with pytest.raises(PermanentAgencyError, match="larger than 1000 bytes"):
+            adapter.send(request_factory("big"))
+        assert adapter.send(request_factory("op")).kind is OutcomeKind.APPROVED
+    adapter.close()
+
+
+def test_an_untrusted_server_certificate_is_a_tls_failure(tls_agency, make_agency, request_factory):
+    tls_agency.route("POST", "/x", 200, {"status": "ok"})
+    adapter = RestAdapter(make_agency(tls_agency.url, OP))  # verify: the default CA bundle
+    with pytest.raises(PermanentAgencyError, match="POST /x: TLS failed"):
+        adapter.send(request_factory("op"))
+    assert tls_agency.seen == []
+
+
+@pytest.mark.parametrize("verify", ["ca", False])
+def test_verify_names_a_ca_bundle_or_switches_verification_off(tls_agency, make_agency, request_factory, pki, verify):
+    tls_agency.route("POST", "/x", 200, {"status": "ok"})
+    options = {"verify": str(pki.ca) if verify == "ca" else False}
+    adapter = RestAdapter(make_agency(tls_agency.url, OP, statuses={"ok": "approved"}, options=options))
+    with pytest.warns() if verify is False else contextlib.nullcontext():
+        assert adapter.send(request_factory("op")).kind is OutcomeKind.APPROVED
+    adapter.close()
+
+
+def test_a_missing_ca_bundle_is_a_setup_failure(tls_agency, make_agency, request_factory, tmp_path):
+    adapter = RestAdapter(make_agency(tls_agency.url, OP, options={"verify": str(tmp_path / "nope.pem")}))
+    with pytest.raises(PermanentAgencyError, match="cannot set up the connection.*nope.pem"):
+        adapter.send(request_factory("op"))
+
+
+def test_a_header_value_with_a_line_break_is_a_bad_request(fake_agency, make_agency, request_factory):
+    adapter = RestAdapter(make_agency(fake_agency.url, OP))
+    with pytest.raises(PermanentAgencyError, match="POST /x: bad request"):
+        adapter.send(request_factory("op", headers={"X-Trace": "a\r\nX-Injected: 1"}))
+    assert fake_agency.seen == []
+
+
+def test_a_payload_that_is_not_json_is_a_bad_request(fake_agency, make_agency, request_factory):
+    adapter = RestAdapter(make_agency(fake_agency.url, OP))
+    with pytest.raises(PermanentAgencyError, match="bad request: the payload is not JSON"):
+        adapter.send(request_factory("op", {"n": float("nan")}))
+    assert fake_agency.seen == []
+
+
+def test_a_redirect_of_a_get_is_not_followed_either(fake_agency, make_agency, request_factory):
+    fake_agency.route("GET", "/x", 307, headers={"Location": fake_agency.url + "/y"})
+    fake_agency.route("GET", "/y", 200, {})
+    adapter = RestAdapter(make_agency(fake_agency.url, {"op": {"path": "/x", "lookup": {"path": "/x"}}}))
+    with pytest.raises(PermanentAgencyError, match=r"HTTP 307 to http://127.0.0.1:\d+/y: redirects are not followed"):
+        adapter.lookup(request_factory("op"))
+    assert [s.path for s in fake_agency.seen] == ["/x"]
