@@ -4,7 +4,8 @@
 
 (as docker-compose.yml does).  They are the settings ``satupintu serve`` applies, read from
 the same environment variables, so both ways run the same gateway: gthread workers (threads
-serve slow clients and server-sent event streams without blocking a process), JSON log
+serve slow clients and server-sent event streams without blocking a process; see
+gateway/serving.py), JSON log
 lines, and the workers' Prometheus counters added up through prometheus-client's
 multiprocess files.  Any gunicorn setting may be added here; ``GUNICORN_CMD_ARGS`` overrides
 them per deployment.
@@ -16,7 +17,11 @@ from pathlib import Path
 
 bind = os.environ.get("SATUPINTU_BIND", "127.0.0.1:8080")
 workers = int(os.environ.get("SATUPINTU_WEB_WORKERS", "2"))
-worker_class = "gthread"
+# gthread, whose threads answer a busy kept-alive connection's next request themselves
+# (gateway/serving.py; SATUPINTU_KEEPALIVE_HOLD_MS, 0 = plain gthread).
+from gateway.serving import worker_class as _worker_class  # noqa: E402
+
+worker_class = _worker_class()
 threads = int(os.environ.get("SATUPINTU_WEB_THREADS", "8"))
 timeout = 60
 graceful_timeout = 10

@@ -66,6 +66,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
         atexit.register(lambda: os.getpid() == master and shutil.rmtree(folder, ignore_errors=True))
     from .api import create_app
     from .logs import configure
+    from .serving import worker_class
     configure("gateway")
     settings = _settings()
     flask_app = create_app(settings)
@@ -73,8 +74,9 @@ def cmd_serve(args: argparse.Namespace) -> int:
     class Gunicorn(BaseApplication):
         def load_config(self) -> None:
             self.cfg.set("bind", settings.bind)
-            # gthread: threads serve slow clients and SSE streams without blocking a process.
-            self.cfg.set("worker_class", "gthread")
+            # gthread (whose threads keep a busy connection, gateway/serving.py): threads serve
+            # slow clients and SSE streams without blocking a process.
+            self.cfg.set("worker_class", worker_class())
             self.cfg.set("workers", int(os.environ.get("SATUPINTU_WEB_WORKERS", args.workers)))
             self.cfg.set("threads", int(os.environ.get("SATUPINTU_WEB_THREADS", 8)))
             self.cfg.set("timeout", 60)

@@ -247,7 +247,9 @@ def test_every_setting_in_the_gunicorn_config_is_one_gunicorn_knows(monkeypatch)
     assert not unknown, f"gunicorn.conf.py sets {unknown}, which gunicorn does not know"
     for key in names:
         config.set(key, namespace[key])  # validates each value the way gunicorn does
-    assert config.worker_class_str == "gthread"
+    from gunicorn.workers.gthread import ThreadWorker
+    assert config.worker_class_str == "gateway.serving.KeepingThreadWorker"
+    assert issubclass(config.worker_class, ThreadWorker)  # gthread, as `satupintu serve` runs it
 
 
 def test_the_gateway_runs_under_gunicorn_as_the_compose_file_starts_it(env, engine, tmp_path):

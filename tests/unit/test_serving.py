@@ -1,0 +1,125 @@
+"""The gateway's gunicorn worker (``gateway/serving.py``): a thread answers a kept-alive
+connection's next requests itself, and still lets every other connection in."""
+
+import http.client
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from gateway import serving
+from gateway.supervisor import free_port, wait_http
+
+REPO = Path(__file__).resolve().parents[2]
+
+APP = '''
+import os, threading
+
+def app(environ, start_response):
+    body = f"{os.getpid()} {threading.get_ident()} {environ['PATH_INFO']}".encode()
+    if environ["REQUEST_METHOD"] == "POST":
+        body += b" " + environ["wsgi.input"].read(int(environ.get("CONTENT_LENGTH") or 0))
+    start_response("200 OK", [("Content-Type", "text/plain"), ("Content-Length", str(len(body)))])
+    return [body]
+'''
+
+
+@pytest.fixture
+def server(tmp_path):
+    """gunicorn with ``KeepingThreadWorker``: one process, one thread (so fairness shows)."""
+    (tmp_path / "tinyapp.py").write_text(APP)
+    port = free_port()
+    env = dict(os.environ, PYTHONPATH=str(REPO), SATUPINTU_KEEPALIVE_HOLD_MS="1000")
+    log = open(tmp_path / "gunicorn.log", "w")  # noqa: SIM115 -- closed below
+    process = subprocess.Popen(
+        [sys.executable, "-m", "gunicorn", "--chdir", str(tmp_path), "-k", "gateway.serving.KeepingThreadWorker",
+         "-w", "1", "--threads", "1", "-b", f"127.0.0.1:{port}", "--keep-alive", "30",
+         "--no-control-socket", "tinyapp:app"],
+        env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    try:
+        assert wait_http(f"http://127.0.0.1:{port}/up", 30, alive=lambda: process.poll() is None), \
+            (tmp_path / "gunicorn.log").read_text()
+        yield port, tmp_path / "gunicorn.log"
+    finally:
+        os.killpg(process.pid, signal.SIGQUIT)
+        process.wait(15)
+        log.close()
+
+
+def test_the_gateway_runs_the_keeping_worker():
+    assert serving.worker_class() == "gateway.serving.KeepingThreadWorker"
+
+
+def test_hold_comes_from_the_environment():
+    assert serving.hold_seconds({}) == serving.DEFAULT_HOLD_MS / 1000
+    assert serving.hold_seconds({"SATUPINTU_KEEPALIVE_HOLD_MS": "0"}) == 0
+    assert serving.hold_seconds({"SATUPINTU_KEEPALIVE_HOLD_MS": "7.5"}) == 0.0075
+    assert serving.hold_seconds({"SATUPINTU_KEEPALIVE_HOLD_MS": "soon"}) == serving.DEFAULT_HOLD_MS / 1000
+
+
+def test_requests_on_one_connection_are_answered_in_turn(server):
+    port, log = server
+    connection = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+    answers = []
+    for i in range(50):
+        if i % 2:
+            connection.request("POST", f"/n/{i}", body=f"body-{i}".encode())
+        else:
+            connection.request("GET", f"/n/{i}")
+        response = connection.getresponse()
+        assert response.status == 200
+        answers.append(response.read().decode())
+    connection.close()
+    assert [a.split(" ")[2] for a in answers] == [f"/n/{i}" for i in range(50)]
+    assert all(a.endswith(f"body-{i}") for i, a in enumerate(answers) if i % 2)
+    assert "KeepingThreadWorker" in log.read_text()
+
+
+def test_a_busy_connection_does_not_keep_the_only_thread_from_another(server):
+    port, _ = server
+    other_answered = threading.Event()
+    busy_sent, busy_gave_up = [], []
+
+    def busy() -> None:  # back to back, on one connection, until the other is answered
+        connection = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+        deadline = time.monotonic() + 15
+        while not other_answered.is_set():
+            if time.monotonic() > deadline:
+                busy_gave_up.append(1)  # the other one was kept waiting all along
+                break
+            connection.request("GET", "/busy")
+            connection.getresponse().read()
+            busy_sent.append(1)
+        connection.close()
+
+    thread = threading.Thread(target=busy)
+    thread.start()
+    while len(busy_sent) < 20:  # the only thread is serving the busy connection by now
+        time.sleep(0.01)
+    other = http.client.HTTPConnection("127.0.0.1", port, timeout=15)
+    other.request("GET", "/other")
+    response = other.getresponse()
+    answer = response.read().decode()
+    other_answered.set()
+    thread.join(30)
+    other.close()
+    assert response.status == 200 and answer.endswith("/other")
+    assert not busy_gave_up  # answered while the busy connection kept sending
+
+
+def test_a_client_that_closes_is_let_go(server):
+    port, _ = server
+    for _ in range(5):
+        connection = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+        connection.request("GET", "/once")
+        assert connection.getresponse().read().endswith(b"/once")
+        connection.close()  # the holding thread sees EOF and gives the connection up
+    fresh = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+    fresh.request("GET", "/after")
+    assert fresh.getresponse().read().endswith(b"/after")
+    fresh.close()
