@@ -24,6 +24,7 @@ from typing import Any
 
 from sqlalchemy import func, select
 
+from gateway import serving
 from gateway.store import tables as t
 from gateway.supervisor import free_port, wait_http
 
@@ -241,9 +242,12 @@ def submit(options: Options) -> dict[str, Any]:
 
 
 def ceiling(options: Options) -> dict[str, Any]:
-    """A bare Flask endpoint under gunicorn, two ways, driven as ``submit`` drives the gateway."""
+    """A bare Flask endpoint under gunicorn, three ways (sync, gthread and the gateway's own
+    gthread worker, ``gateway/serving.py``), driven as ``submit`` drives the gateway."""
+    threaded = ["--workers", "2", "--threads", "8", "--keep-alive", "55"]
     models = {"sync 2": ["--workers", "2", "--worker-class", "sync"],
-              "gthread 2x8": ["--workers", "2", "--worker-class", "gthread", "--threads", "8", "--keep-alive", "55"]}
+              "gthread 2x8": [*threaded, "--worker-class", "gthread"],
+              "gateway's 2x8": [*threaded, "--worker-class", serving.worker_class()]}
     results = {}
     for label, argv in models.items():
         port = free_port()
