@@ -17,6 +17,7 @@ from .catalog import Catalog, Service
 from .clients import Client
 from .domain.errors import Conflict, NotFound, ValidationFailed
 from .domain.status import ApplicationStatus, RequestStatus, combined_status
+from .ops.masking import nik_hashes
 from .store import records
 from .store import tables as t
 from .store.bulk import BulkInsert
@@ -102,11 +103,13 @@ _INSERT_APPLICATION = BulkInsert(t.applications, _APPLICATION_COLUMNS)
 _INSERT_REQUESTS = BulkInsert(t.requests, _REQUEST_COLUMNS)
 _INSERT_EVENTS = BulkInsert(t.events, _EVENT_COLUMNS)
 _INSERT_OUTBOX = BulkInsert(t.outbox, _OUTBOX_COLUMNS)
+_INSERT_NIKS = BulkInsert(t.application_niks, ("application_id", "nik_hash"))  # the operators' NIK search
 
 
 class _NewApplication:
-    """A new application's rows (application, requests, history, first dispatch messages)
-    and its document, all worked out in memory before the write transaction starts.
+    """A new application's rows (application, requests, history, first dispatch messages,
+    the keyed hashes of its NIKs) and its document, all worked out in memory before the
+    write transaction starts.
 
     Everything about a new application is known up front, so the DAG is advanced in memory
     (``workflow.next_changes``, the same rules the tracker applies), the events are
@@ -151,6 +154,7 @@ class _NewApplication:
             app.status = combined.value
             history.add(type="application", status=app.status, cause="submitted")
         self.app, self.requests, self.events, self.messages = app, requests, history.rows, messages
+        self.niks = [{"application_id": app.id, "nik_hash": h} for h in nik_hashes(app.data)]
         self.document = records.application_document(app, requests, order=service.order)
 
     def writes(self, dialect: Any) -> Writes:
@@ -160,6 +164,8 @@ class _NewApplication:
                 (_INSERT_EVENTS, _INSERT_EVENTS.encode(dialect, self.events))]
         if self.messages:
             rows.append((_INSERT_OUTBOX, _INSERT_OUTBOX.encode(dialect, self.messages)))
+        if self.niks:  # after the application: group commit writes tables in the order first seen
+            rows.append((_INSERT_NIKS, _INSERT_NIKS.encode(dialect, self.niks)))
         return Writes(rows, then=self._then if self.settled or self.messages else None)
 
     def _then(self, conn: Connection) -> None:

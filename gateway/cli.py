@@ -369,11 +369,36 @@ def cmd_namespace_delete(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_db(args: argparse.Namespace) -> int:
+    if args.db_command == "rehash-niks":
+        return cmd_db_rehash_niks(args)
+    return cmd_db_upgrade(args)
+
+
 def cmd_db_upgrade(_args: argparse.Namespace) -> int:
     from .store.migrations import LATEST, upgrade
     applied = upgrade(_engine(_settings(), migrated=False))
     print(f"applied migrations {', '.join(map(str, applied))}" if applied else f"already at version {LATEST}")
     return 0
+
+
+def cmd_db_rehash_niks(_args: argparse.Namespace) -> int:
+    """Rebuild ``application_niks`` with the current ``SATUPINTU_NIK_HASH_KEY``, in batches:
+    after the key changed, and after a rolling upgrade (see docs/operations.md)."""
+    from .ops.masking import nik_hashes
+    from .store import nik_index
+    engine = _engine(_settings())
+    done = nik_index.rebuild(engine, nik_hashes, progress=lambda n: _progress_count(n, "applications rehashed"))
+    if done and sys.stderr.isatty():
+        sys.stderr.write("\n")
+    print(f"rehashed the NIKs of {done} application(s)")
+    return 0
+
+
+def _progress_count(done: int, label: str) -> None:
+    if sys.stderr.isatty():
+        sys.stderr.write(f"\r{done} {label}   ")
+        sys.stderr.flush()
 
 
 def cmd_config_check(_args: argparse.Namespace) -> int:
@@ -529,8 +554,10 @@ def parser() -> argparse.ArgumentParser:
     ns_delete.add_argument("--force", action="store_true", help="delete queued messages too")
     ns_delete.set_defaults(func=cmd_namespace_delete)
     db = sub.add_parser("db", help="the store")
-    db.add_argument("db_command", choices=["upgrade"])
-    db.set_defaults(func=cmd_db_upgrade)
+    db.add_argument("db_command", choices=["upgrade", "rehash-niks"],
+                    help="upgrade: apply missing migrations; rehash-niks: rebuild the NIK search index "
+                         "with the current SATUPINTU_NIK_HASH_KEY")
+    db.set_defaults(func=cmd_db)
     return p
 
 

@@ -8,6 +8,7 @@ its hash (``nik_hash``), never by reading it.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import hmac
 import os
@@ -66,8 +67,58 @@ def nik_hash(nik: str) -> str:
     The key is ``SATUPINTU_NIK_HASH_KEY``; without it a fixed development key is used,
     which only keeps the hash from being a plain SHA-256 of the number.
     """
-    key = os.environ.get("SATUPINTU_NIK_HASH_KEY", "satupintu-development-nik-key").encode()
-    return hmac.new(key, nik.strip().encode(), hashlib.sha256).hexdigest()
+    return hmac.new(_nik_hash_key(), nik.strip().encode(), hashlib.sha256).hexdigest()
+
+
+def _nik_hash_key() -> bytes:
+    return os.environ.get("SATUPINTU_NIK_HASH_KEY", "satupintu-development-nik-key").encode()
+
+
+SEARCHABLE_NIK = re.compile(r"[0-9]{16}")
+NIK_SEPARATORS = re.compile(r"[\s.-]")  # what the search strips from a query ("3171 0123 4567 0123")
+
+
+def nik_hashes(data: Any) -> list[str]:
+    """The ``nik_hash`` of each NIK in ``data`` that a search can match, once each: the rows
+    of ``application_niks``, computed for every submission.
+
+    The NIKs are those ``niks_in`` finds, written as the search writes its query (spaces,
+    dots and dashes dropped); what is then not 16 digits can never be searched for and is
+    left out.  ``data`` is decoded JSON (a request body, the ``data`` column): its own types
+    are matched exactly (``type() is``), which keeps this walk at a few microseconds.
+    """
+    found: set[str] = set()
+    _searchable_niks(data, False, found)
+    if not found:
+        return []
+    key = _nik_hash_key()
+    return sorted(hmac.digest(key, nik.encode(), "sha256").hex() for nik in found)
+
+
+def _searchable_niks(value: Any, under_nik_key: bool, found: set[str]) -> None:
+    kind = type(value)
+    if kind is dict:
+        for k, v in value.items():
+            _searchable_niks(v, _is_nik_key(k), found)
+    elif kind is list:
+        for v in value:
+            _searchable_niks(v, under_nik_key, found)
+    elif kind is str or kind is int:
+        text = value if kind is str else str(value)
+        if under_nik_key:
+            compact = NIK_SEPARATORS.sub("", text)
+            if SEARCHABLE_NIK.fullmatch(compact):
+                found.add(compact)
+        if len(text) >= 16:
+            found.update(_NIK_DIGITS.findall(text))
+
+
+_NIK_DIGITS = re.compile(r"(?<![0-9A-Za-z])[0-9]{16}(?![0-9A-Za-z])")  # what NIK matches, whole and searchable
+
+
+@functools.lru_cache(maxsize=4096)
+def _is_nik_key(key: Any) -> bool:
+    return bool(NIK_KEY.search(str(key)))
 
 
 def niks_in(value: Any, *, key: str = "") -> set[str]:

@@ -7,8 +7,6 @@ HTML views and ``/ops/api`` show exactly the same thing.
 from __future__ import annotations
 
 import datetime as dt
-import hmac
-import re
 from typing import Any
 
 from sqlalchemy import Connection, func, or_, select
@@ -22,7 +20,6 @@ from ..store import tables as t
 from . import health, masking, queues
 
 TERMINAL = ("completed", "rejected", "failed", "cancelled")
-NIK_SEARCH_LIMIT = 20_000  # newest applications searched by NIK hash (see docs/operations.md)
 
 # Where each kind of event happens on the way gateway → outbox → broker → worker → agency → tracker.
 LANES = ("gateway", "outbox", "broker", "worker", "agency", "tracker")
@@ -255,16 +252,13 @@ def queue_documents(settings: Settings, catalog: Catalog) -> dict[str, Any]:
 
 # --- search ------------------------------------------------------------------------------
 
-_DIGITS = re.compile(r"^\d{16}$")
-
-
 def search(conn: Connection, catalog: Catalog, q: str, *, limit: int = 50) -> dict[str, Any]:
     """Find applications by id, request id, front-office reference, agency reference or NIK."""
     q = q.strip()
     if not q:
         return {"query": "", "kind": None, "results": []}
-    compact = re.sub(r"[\s.-]", "", q)
-    if _DIGITS.match(compact):
+    compact = masking.NIK_SEPARATORS.sub("", q)  # as the NIKs were written to application_niks
+    if masking.SEARCHABLE_NIK.fullmatch(compact):
         return {"query": masking.mask_nik(compact), "kind": "nik",
                 "results": _by_nik(conn, catalog, compact, limit=limit)}
     matched: dict[str, str] = {}
@@ -290,14 +284,10 @@ def _with_match(conn: Connection, catalog: Catalog, matched: dict[str, str]) -> 
 
 
 def _by_nik(conn: Connection, catalog: Catalog, nik: str, *, limit: int) -> list[dict[str, Any]]:
-    """Compare keyed hashes, newest applications first (see docs/operations.md: a nik_hash column)."""
-    wanted = masking.nik_hash(nik)
-    matched: dict[str, str] = {}
-    rows = conn.execute(select(t.applications.c.id, t.applications.c.data)
-                        .order_by(t.applications.c.created_at.desc()).limit(NIK_SEARCH_LIMIT))
-    for app_id, data in rows:
-        if any(hmac.compare_digest(masking.nik_hash(n), wanted) for n in masking.niks_in(data)):
-            matched[app_id] = "nik"
-            if len(matched) >= limit:
-                break
-    return _with_match(conn, catalog, matched)
+    """One indexed lookup of the NIK's keyed hash in ``application_niks``, newest applications
+    first: the hash is the only form of the NIK that reaches the SQL."""
+    apps, niks = t.applications, t.application_niks
+    rows = list(conn.execute(select(apps).join(niks, niks.c.application_id == apps.c.id)
+                             .where(niks.c.nik_hash == masking.nik_hash(nik))
+                             .order_by(apps.c.created_at.desc(), apps.c.id.desc()).limit(limit)))
+    return [{**s, "matched": "nik"} for s in _summaries(conn, rows, catalog)]

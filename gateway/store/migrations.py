@@ -1,9 +1,11 @@
 """Versioned schema migrations: ``satupintu db upgrade`` applies the missing ones in order.
 
-Each migration is a function of an open transaction.  The schema is never created
-implicitly at start-up: a process that finds the store behind refuses to start and says
-which command to run.  Migrations stay compatible one version back (add, then use, then
-drop), so old and new processes can run side by side during an upgrade.
+Each migration is a function of an open transaction, committed with its version row; one
+that must fill rows for what is already stored has a back-fill too (``BACKFILLS``).  The
+schema is never created implicitly at start-up: a process that finds the store behind
+refuses to start and says which command to run.  Migrations stay compatible one version
+back (add, then use, then drop), so old and new processes can run side by side during an
+upgrade.
 """
 
 from __future__ import annotations
@@ -14,7 +16,7 @@ from collections.abc import Callable
 from sqlalchemy import Connection, Engine, insert, inspect, select
 
 from ..domain.errors import StoreError
-from . import tables
+from . import nik_index, tables
 
 
 def _initial(conn: Connection) -> None:
@@ -31,11 +33,29 @@ def _rate_limits(conn: Connection) -> None:
     tables.rate_limits.create(conn)
 
 
+def _application_niks(conn: Connection) -> None:
+    # checkfirst: a back-fill interrupted before version 4 was recorded left the table behind.
+    tables.application_niks.create(conn, checkfirst=True)
+
+
+def _backfill_application_niks(engine: Engine) -> None:
+    from ..ops.masking import nik_hashes  # pure functions; the same hash the gateway writes
+    nik_index.rebuild(engine, nik_hashes)
+
+
 MIGRATIONS: list[tuple[int, str, Callable[[Connection], None]]] = [
     (1, "clients, applications, requests, outbox, events, dead letters, callback signatures", _initial),
     (2, "webhook deliveries", _webhooks),
     (3, "per-client rate limit buckets", _rate_limits),
+    (4, "application NIK hashes for the operators' search", _application_niks),
 ]
+
+# Rows a migration fills after its DDL has committed, in short transactions of their own
+# (``nik_index``): one transaction for a million rows would hold SQLite's write lock, and on
+# PostgreSQL the lock the new foreign key takes on ``applications``, until it ended --
+# stopping every gateway and tracker still running.  The version is recorded once the
+# back-fill is done, so an interrupted one is simply run again by the next ``db upgrade``.
+BACKFILLS: dict[int, Callable[[Engine], None]] = {4: _backfill_application_niks}
 
 LATEST = MIGRATIONS[-1][0]
 
@@ -49,20 +69,32 @@ def current_version(engine: Engine) -> int:
 
 
 def upgrade(engine: Engine) -> list[int]:
-    """Apply every migration not applied yet; returns the versions applied."""
+    """Apply every migration not applied yet, each with its version in one transaction (a
+    back-fill in batches between the two); returns the versions applied."""
     applied = []
     with engine.begin() as conn:
         if not inspect(conn).has_table("schema_version"):
             tables.schema_version.create(conn)
         done = set(conn.execute(select(tables.schema_version.c.version)).scalars())
-        for version, description, migrate in MIGRATIONS:
-            if version in done:
-                continue
+    for version, description, migrate in MIGRATIONS:
+        if version in done:
+            continue
+        backfill = BACKFILLS.get(version)
+        with engine.begin() as conn:
             migrate(conn)
-            conn.execute(insert(tables.schema_version).values(
-                version=version, description=description, applied_at=dt.datetime.now(dt.UTC)))
-            applied.append(version)
+            if backfill is None:
+                _record(conn, version, description)
+        if backfill is not None:
+            backfill(engine)
+            with engine.begin() as conn:
+                _record(conn, version, description)
+        applied.append(version)
     return applied
+
+
+def _record(conn: Connection, version: int, description: str) -> None:
+    conn.execute(insert(tables.schema_version).values(
+        version=version, description=description, applied_at=dt.datetime.now(dt.UTC)))
 
 
 def require_current(engine: Engine) -> None:

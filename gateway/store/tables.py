@@ -13,6 +13,7 @@ from sqlalchemy import (
     Index,
     Integer,
     MetaData,
+    PrimaryKeyConstraint,
     String,
     Table,
     Text,
@@ -156,4 +157,16 @@ rate_limits = Table(
     Column("tokens", Float, nullable=False),
     Column("updated_at", Float, nullable=False),  # unix seconds
     Column("allowed", Integer, nullable=False),  # tokens granted by the last statement (0 = refused)
+)
+
+# The keyed hashes (``ops/masking.nik_hashes``) of the NIKs in each application's data, so
+# that operators find an application by NIK with one indexed lookup and no plaintext NIK
+# stored or compared.  Written with the application at submission; filled for older
+# applications by migration 4 and rebuilt under a new key by ``satupintu db rehash-niks``.
+application_niks = Table(
+    "application_niks", metadata,
+    Column("application_id", String(40), ForeignKey("applications.id", ondelete="CASCADE"), nullable=False),
+    Column("nik_hash", String(64), nullable=False),
+    PrimaryKeyConstraint("application_id", "nik_hash", name="pk_application_niks"),
+    Index("ix_application_niks_hash", "nik_hash"),
 )
