@@ -56,10 +56,19 @@ class GroupCommit:
     """Writes ``Writes`` through one engine, grouping those that arrive together."""
 
     def __init__(self, engine: Engine, max_group: int = MAX_GROUP):
-        self.engine = engine
+        # Weakly: ``group_commit`` keeps one per engine, which must not keep its engine alive.
+        self._engine = weakref.ref(engine)
         self.max_group = max_group
         self._reset()
-        os.register_at_fork(after_in_child=self._reset)
+        # A forked child (gunicorn forks its workers) starts afresh, before it has threads.
+        os.register_at_fork(after_in_child=lambda me=weakref.ref(self): me() is not None and me()._reset())
+
+    @property
+    def engine(self) -> Engine:
+        engine = self._engine()
+        if engine is None:
+            raise RuntimeError("the engine of this GroupCommit is gone")
+        return engine
 
     def _reset(self) -> None:
         self._lock = threading.Lock()

@@ -130,3 +130,32 @@ def test_groups_are_capped(engine):
     assert set(outcomes.values()) == {None}
     assert stored(engine) == ["a", "b", "c", "d", "e"]
     assert len(engine.commits) == 3  # a; b and c; d and e
+
+
+def test_one_group_per_engine_which_it_does_not_keep_alive(tmp_path):
+    import gc
+
+    from gateway.store import group_commit as module
+    engine = make_engine(f"sqlite:///{tmp_path / 'alive.db'}")
+    assert module.group_commit(engine) is module.group_commit(engine)
+    engine.dispose()
+    del engine
+    gc.collect()
+    assert not any(str(tmp_path) in str(e.url) for e in list(module._GROUPS))
+
+
+def test_a_forked_child_starts_afresh(engine):
+    import os
+    group = GroupCommit(engine)
+    group._leading = True  # as if a thread of the parent were writing at the moment of the fork
+    group._waiting.append(object())
+    pid = os.fork()
+    if pid == 0:  # the child: nobody leads here, and a write goes through
+        try:
+            ok = group._leading is False and group._waiting == []
+            group.write(writes(engine, "child"))
+        finally:
+            os._exit(0 if ok else 1)
+    _, status = os.waitpid(pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 0
+    assert stored(engine) == ["child"]
