@@ -10,7 +10,6 @@ from __future__ import annotations
 import datetime as dt
 import os
 import socket
-import uuid
 from typing import Any
 
 from adapters.base import AgencyRequest
@@ -24,6 +23,14 @@ OUTCOME_STATUS = {
     "rejected": "rejected",
     "cancelled": "cancelled",
 }
+
+
+def new_id() -> str:
+    """A random UUID (version 4) in hex, exactly as ``uuid.uuid4().hex``, without building a ``UUID``."""
+    n = int.from_bytes(os.urandom(16), "big")
+    n = (n & ~(0xF000 << 64)) | (4 << 76)  # version 4
+    n = (n & ~(0xC000 << 48)) | (0x8000 << 48)  # RFC 4122 variant
+    return f"{n:032x}"
 
 
 def utcnow() -> str:
@@ -53,7 +60,7 @@ def status_event(body: dict[str, Any], *, type: str, status: str | None = None, 
                  detail: dict[str, Any] | None = None) -> dict[str, Any]:
     """A status event about the request in dispatch message ``body``."""
     return {
-        "event_id": uuid.uuid4().hex,
+        "event_id": new_id(),
         "type": type,
         "request_id": body["request_id"],
         "application_id": body["application_id"],

@@ -46,6 +46,7 @@ from gateway.domain.errors import (
 from gateway.logs import correlation
 
 from . import messages
+from .acks import AckLedger, SentAnnouncements
 from .breaker import breaker_for
 from .callpool import CallPool
 from .connection import AsyncSession, run_sessions
@@ -64,7 +65,6 @@ class _CallState:
     started: float  # time.time() when the call started (set again when a pool thread takes it)
     redelivered: bool
     seconds: float | None = None
-    timer: Any = None  # the pending ``sent`` announcement (connection thread only)
     finished: bool = False
 
     def detail(self) -> dict[str, Any]:
@@ -134,7 +134,8 @@ class Worker:
 
     # --- consuming (the session's ioloop thread) ----------------------------------------
 
-    def _on_message(self, session: _Session, channel, method, props, raw: bytes) -> None:
+    def _on_message(self, session: _Session, acks: AckLedger, method, props, raw: bytes) -> None:
+        acks.received(method.delivery_tag)
         try:
             body = json.loads(raw)
             agency = self.agencies[body["agency"]]
@@ -142,9 +143,9 @@ class Worker:
         except (ValueError, KeyError, TypeError) as exc:
             # Not a message we can ever process: straight to the dead letters.
             log.error("unreadable message on %s: %r", method.routing_key, exc)
-            channel.basic_reject(method.delivery_tag, requeue=False)
+            acks.refuse(method.delivery_tag, requeue=False)
             return
-        delivery = _Delivery(session, channel, method.delivery_tag, body.get("request_id"))
+        delivery = _Delivery(session, acks, method.delivery_tag, body.get("request_id"))
         # Broker-set headers (delivery count, x-death) belong to this delivery, not to the
         # messages we publish from it.
         headers = {k: v for k, v in (props.headers or {}).items()
@@ -168,8 +169,8 @@ class Worker:
             if self.announce_after <= 0:
                 self._announce(session, body, request.attempt, call_state)
             else:
-                call_state.timer = session.ioloop.call_later(
-                    self.announce_after, lambda: self._announce(session, body, request.attempt, call_state))
+                session.announcements.add(call_state, lambda: self._announce(session, body, request.attempt,
+                                                                             call_state))
         session.in_flight += 1
         adapter = self.adapters[agency.id]
 
@@ -187,7 +188,6 @@ class Worker:
 
     def _announce(self, session: _Session, body: dict[str, Any], attempt: int, call_state: _CallState) -> None:
         """The ``sent`` event: a worker holds the request and calls the agency (ioloop thread)."""
-        call_state.timer = None
         if call_state.finished or session.closing:
             return
         event = messages.status_event(body, type="attempt", status="sent", attempt=attempt,
@@ -261,10 +261,7 @@ class Worker:
                 attempt: int, outcome: Outcome | str, call_state: _CallState) -> None:
         session = delivery.session
         session.in_flight -= 1
-        call_state.finished = True
-        if call_state.timer is not None:
-            session.ioloop.remove_timeout(call_state.timer)
-            call_state.timer = None
+        call_state.finished = True  # its ``sent`` announcement, if still pending, is skipped
         if session.closing:
             return  # not acked: the broker redelivers it; the agency sees the same request id again
         try:
@@ -362,16 +359,17 @@ class _Delivery:
 
     The worker publishes what a call led to (an outcome, or a retry and its event, ...)
     with ``publish()``, then ``seal()``s the delivery; the confirms arrive later on the
-    same ioloop.  All confirmed: ``basic_ack``.  Any refused (a nack, or returned for want
-    of a queue): ``basic_nack(requeue=True)``, so the message comes back, as when a
-    blocking publish failed before.
+    same ioloop.  All confirmed: acked (through its channel's ``AckLedger``, perhaps
+    together with its neighbours).  Any refused (a nack, or returned for want of a queue):
+    ``basic_nack(requeue=True)``, so the message comes back, as when a blocking publish
+    failed before.
     """
 
-    __slots__ = ("session", "channel", "tag", "request_id", "outstanding", "failed", "sealed", "settled")
+    __slots__ = ("session", "acks", "tag", "request_id", "outstanding", "failed", "sealed", "settled")
 
-    def __init__(self, session: _Session, channel, tag: int, request_id: str | None):
+    def __init__(self, session: _Session, acks: AckLedger, tag: int, request_id: str | None):
         self.session = session
-        self.channel = channel
+        self.acks = acks
         self.tag = tag
         self.request_id = request_id
         self.outstanding = 0
@@ -403,13 +401,11 @@ class _Delivery:
         if self.settled or not self.sealed or self.outstanding > 0:
             return
         self.settled = True
-        if not self.channel.is_open:
-            return  # redelivered by the broker
         if self.failed:
             log.error("a message published for %s was not confirmed; requeueing", self.request_id)
-            self.channel.basic_nack(self.tag, requeue=True)
+            self.acks.refuse(self.tag, requeue=True)
         else:
-            self.channel.basic_ack(self.tag)
+            self.acks.ready(self.tag)
 
 
 class _Session(AsyncSession):
@@ -436,6 +432,8 @@ class _Session(AsyncSession):
         self._handed_back: list[Callable[[], None]] = []  # outcomes waiting for the ioloop (under _lock)
         self._lock = threading.Lock()
         super().__init__(url)
+        self.announcements = SentAnnouncements(self.ioloop, worker.announce_after)
+        self.ledgers: list[AckLedger] = []
 
     def _ended(self) -> None:
         with self._lock:
@@ -465,8 +463,13 @@ class _Session(AsyncSession):
     def _run_handed_back(self) -> None:
         with self._lock:
             callbacks, self._handed_back = self._handed_back, []
-        for callback in callbacks:
-            callback()
+        if self.window is None:
+            for callback in callbacks:
+                callback()
+            return
+        with self.window.batch():  # the outcomes of the batch go out in one write
+            for callback in callbacks:
+                callback()
 
     def publish(self, exchange: str, routing_key: str, body: dict[str, Any], headers: dict[str, Any] | None,
                 *, token: _Delivery | None) -> None:
@@ -491,11 +494,13 @@ class _Session(AsyncSession):
 
     def _on_consumer_channel(self, channel, agency: Agency) -> None:
         channel.add_on_close_callback(self._on_channel_closed)
+        acks = AckLedger(channel)
+        self.ledgers.append(acks)
 
         def consume(_frame) -> None:
             tag = channel.basic_consume(
                 self.worker.names.agency_queue(agency.id),
-                lambda ch, method, props, body: self.worker._on_message(self, ch, method, props, body))
+                lambda _ch, method, props, body: self.worker._on_message(self, acks, method, props, body))
             self.consumers.append((channel, tag))
             if len(self.consumers) == len(self.worker.agencies):
                 self.opened = True
@@ -506,14 +511,23 @@ class _Session(AsyncSession):
         channel.basic_qos(prefetch_count=agency.concurrency, callback=consume)
 
     def _on_settled(self, acked: list[Any], failed: list[Any]) -> None:
-        for delivery in acked:
-            if delivery is not None:
-                delivery.confirmed(True)
-        for delivery in failed:
-            if delivery is None:
-                log.warning("a sent-event was not confirmed (informational; the outcome follows)")
-            else:
-                delivery.confirmed(False)
+        """A batch of confirms: settle their deliveries, then ack the ready ones per channel
+        (a contiguous run in one ``multiple`` ack; refusals went out as they came)."""
+        for ledger in self.ledgers:
+            ledger.batching = True
+        try:
+            for delivery in failed:
+                if delivery is None:
+                    log.warning("a sent-event was not confirmed (informational; the outcome follows)")
+                else:
+                    delivery.confirmed(False)
+            for delivery in acked:
+                if delivery is not None:
+                    delivery.confirmed(True)
+        finally:
+            for ledger in self.ledgers:
+                ledger.batching = False
+                ledger.flush()
 
     def _watch(self) -> None:
         """Every 0.2 s: on ``stop()``, stop consuming, let the calls in flight finish and be

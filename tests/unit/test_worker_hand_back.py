@@ -15,6 +15,7 @@ def _session(ioloop: IOLoop) -> _Session:
     session._over = False
     session._handed_back = []
     session._lock = threading.Lock()
+    session.window = None
     return session
 
 

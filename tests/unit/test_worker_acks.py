@@ -1,0 +1,213 @@
+"""Acks of a worker session (broker/acks.py, broker/worker.py): several at once only when all are confirmed."""
+
+from __future__ import annotations
+
+from broker.acks import AckLedger, SentAnnouncements
+from broker.worker import _CallState, _Delivery, _Session
+
+
+class _Channel:
+    def __init__(self):
+        self.is_open = True
+        self.sent: list[tuple] = []
+
+    def basic_ack(self, tag: int, multiple: bool = False) -> None:
+        self.sent.append(("ack", tag, multiple))
+
+    def basic_nack(self, tag: int, requeue: bool = True) -> None:
+        self.sent.append(("nack", tag, requeue))
+
+    def basic_reject(self, tag: int, requeue: bool = True) -> None:
+        self.sent.append(("reject", tag, requeue))
+
+
+class _Publishing:
+    """Stands in for a ``_Session``: counts publishes and settles confirms like ``_on_settled``."""
+
+    def __init__(self, *ledgers: AckLedger):
+        self.ledgers = list(ledgers)
+        self.published: list[_Delivery] = []
+
+    def publish(self, exchange, routing_key, body, headers, *, token) -> None:
+        self.published.append(token)
+
+    def settle(self, acked: list, failed: list) -> None:
+        _Session._on_settled(self, acked, failed)
+
+
+def _deliveries(session: _Publishing, ledger: AckLedger, tags: list[int], publishes: int = 1) -> list[_Delivery]:
+    out = []
+    for tag in tags:
+        ledger.received(tag)
+        delivery = _Delivery(session, ledger, tag, f"req-{tag}")
+        for _ in range(publishes):
+            delivery.publish("sp.status", "k", {})
+        delivery.seal()
+        out.append(delivery)
+    return out
+
+
+def test_a_contiguous_run_of_confirmed_deliveries_is_acked_in_one_frame():
+    channel = _Channel()
+    ledger = AckLedger(channel)
+    session = _Publishing(ledger)
+    d = _deliveries(session, ledger, [1, 2, 3, 4])
+    session.settle(d, [])
+    assert channel.sent == [("ack", 4, True)]
+    assert ledger.open == {}
+
+
+def test_a_delivery_still_waiting_for_a_confirm_is_never_covered_by_a_neighbours_ack():
+    channel = _Channel()
+    ledger = AckLedger(channel)
+    session = _Publishing(ledger)
+    d = _deliveries(session, ledger, [1, 2, 3, 4, 5])
+    session.settle([d[0], d[1], d[3], d[4]], [])  # 3 is not confirmed yet
+    assert channel.sent == [("ack", 2, True), ("ack", 4, False), ("ack", 5, False)]
+    assert list(ledger.open) == [3]
+    session.settle([d[2]], [])
+    assert channel.sent[-1] == ("ack", 3, False)
+    assert ledger.open == {}
+
+
+def test_a_delivery_with_one_of_two_publishes_confirmed_is_not_acked():
+    channel = _Channel()
+    ledger = AckLedger(channel)
+    session = _Publishing(ledger)
+    d = _deliveries(session, ledger, [1, 2], publishes=2)
+    session.settle([d[0], d[0], d[1]], [])  # d[1]'s second publish is still out
+    assert channel.sent == [("ack", 1, False)]
+    session.settle([d[1]], [])
+    assert channel.sent == [("ack", 1, False), ("ack", 2, False)]
+
+
+def test_a_refused_publish_requeues_its_delivery_and_acks_none_of_its_neighbours_with_it():
+    channel = _Channel()
+    ledger = AckLedger(channel)
+    session = _Publishing(ledger)
+    d = _deliveries(session, ledger, [1, 2, 3])
+    session.settle([d[0], d[2]], [d[1]])  # the publish for 2 was nacked or returned
+    # 2 is nacked (requeued) first, so it is no longer outstanding on the channel when the
+    # ack up to 3 covers what is: 1 and 3.
+    assert channel.sent == [("nack", 2, True), ("ack", 3, True)]
+    assert ledger.open == {}
+
+
+def test_an_abandoned_delivery_stays_unacked_and_stops_every_multiple_ack():
+    channel = _Channel()
+    ledger = AckLedger(channel)
+    session = _Publishing(ledger)
+    d = _deliveries(session, ledger, [1, 2, 3])
+    d[0].abandon()  # its channel broke under it: left for the broker to redeliver
+    session.settle(d, [])
+    assert channel.sent == [("ack", 2, False), ("ack", 3, False)]
+    assert list(ledger.open) == [1]
+
+
+def test_a_delivery_settled_outside_a_batch_of_confirms_is_acked_at_once():
+    channel = _Channel()
+    ledger = AckLedger(channel)
+    ledger.received(1)
+    delivery = _Delivery(_Publishing(ledger), ledger, 1, "req-1")
+    delivery.seal()  # nothing was published for it
+    assert channel.sent == [("ack", 1, False)]
+
+
+def test_an_unreadable_message_is_rejected_without_touching_its_neighbours():
+    channel = _Channel()
+    ledger = AckLedger(channel)
+    session = _Publishing(ledger)
+    d = _deliveries(session, ledger, [1])
+    ledger.received(2)
+    ledger.refuse(2, requeue=False)
+    session.settle(d, [])
+    assert channel.sent == [("reject", 2, False), ("ack", 1, False)]
+
+
+def test_nothing_is_acked_on_a_closed_channel():
+    channel = _Channel()
+    ledger = AckLedger(channel)
+    session = _Publishing(ledger)
+    d = _deliveries(session, ledger, [1, 2])
+    channel.is_open = False
+    session.settle(d, [])
+    assert channel.sent == []
+
+
+def test_acks_of_two_channels_never_mix():
+    a, b = _Channel(), _Channel()
+    la, lb = AckLedger(a), AckLedger(b)
+    session = _Publishing(la, lb)
+    da = _deliveries(session, la, [1, 2])
+    db = _deliveries(session, lb, [1, 2])
+    session.settle([da[0], da[1], db[1]], [])
+    assert a.sent == [("ack", 2, True)]
+    assert b.sent == [("ack", 2, False)]
+    assert list(lb.open) == [1]
+
+
+class _Loop:
+    """A fake ioloop: timers are kept, and run by the test."""
+
+    def __init__(self):
+        self.timers: list[tuple[float, object]] = []
+
+    def call_later(self, delay, callback):
+        handle = (delay, callback)
+        self.timers.append(handle)
+        return handle
+
+    def remove_timeout(self, handle) -> None:
+        self.timers.remove(handle)
+
+    def run_next(self) -> None:
+        _delay, callback = self.timers.pop(0)
+        callback()
+
+
+def test_sent_events_share_one_timer_and_skip_calls_that_finished(monkeypatch):
+    now = [100.0]
+    monkeypatch.setattr("broker.acks.time.monotonic", lambda: now[0])
+    loop = _Loop()
+    pending = SentAnnouncements(loop, after=1.0)
+    announced: list[str] = []
+    calls = {}
+    for name, at in (("a", 100.0), ("b", 100.2), ("c", 100.4)):
+        now[0] = at
+        calls[name] = _CallState(started=at, redelivered=False)
+        pending.add(calls[name], lambda name=name: announced.append(name))
+    assert len(loop.timers) == 1  # one timer for all three
+    calls["a"].finished = True  # answered quickly: no sent event
+    now[0] = 101.0
+    loop.run_next()
+    assert announced == []  # b is not due until 101.2
+    assert len(loop.timers) == 1
+    assert abs(loop.timers[0][0] - 0.2) < 1e-9
+    now[0] = 101.2
+    loop.run_next()
+    assert announced == ["b"]  # still running after 1 s
+    calls["c"].finished = True
+    now[0] = 101.4
+    loop.run_next()
+    assert announced == ["b"]
+    assert loop.timers == [] and not pending.queue
+
+
+def test_a_call_still_running_is_announced_even_when_later_ones_finished(monkeypatch):
+    now = [0.0]
+    monkeypatch.setattr("broker.acks.time.monotonic", lambda: now[0])
+    loop = _Loop()
+    pending = SentAnnouncements(loop, after=1.0)
+    announced: list[int] = []
+    states = []
+    for i in range(5):
+        now[0] = i * 0.1
+        state = _CallState(started=now[0], redelivered=False)
+        states.append(state)
+        pending.add(state, lambda i=i: announced.append(i))
+    for i in (1, 2, 3, 4):
+        states[i].finished = True
+    now[0] = 1.0
+    loop.run_next()
+    assert announced == [0]
+    assert loop.timers == [] and not pending.queue
