@@ -56,7 +56,7 @@ def settle(conn: Connection, service: Service, app: Any, requests: list[Any], *,
         app.status, app.updated_at = combined.value, moment
         batch.write_application(app)  # written once, when the batch ends
     elif combined.value != app.status:
-        conn.execute(_SETTLE_APPLICATION, {"app_id": app.id, "new_status": combined.value, "moment": moment})
+        conn.execute(records.SET_APPLICATION_STATUS, {"app_id": app.id, "new_status": combined.value, "moment": moment})
     else:
         conn.execute(_TOUCH_APPLICATION, {"app_id": app.id, "moment": moment})
     return combined.value
@@ -66,10 +66,6 @@ def settle(conn: Connection, service: Service, app: Any, requests: list[Any], *,
 # bindparam may not share a name with a column the statement sets.)
 _TOUCH_APPLICATION = (update(t.applications).where(t.applications.c.id == bindparam("app_id"))
                       .values(updated_at=bindparam("moment")))
-_SETTLE_APPLICATION = (update(t.applications).where(t.applications.c.id == bindparam("app_id"))
-                       .values(status=bindparam("new_status"), updated_at=bindparam("moment")))
-# The columns to set come from the parameters.
-_UPDATE_REQUEST = update(t.requests).where(t.requests.c.id == bindparam("request_row_id"))
 
 
 def apply_event(conn: Connection, catalog: Catalog, event: dict[str, Any]) -> bool:
@@ -138,7 +134,7 @@ def apply_event(conn: Connection, catalog: Catalog, event: dict[str, Any]) -> bo
         if batch is not None:
             batch.write_request(request, values)  # later events of this batch see the copy
         else:
-            conn.execute(_UPDATE_REQUEST, dict(values, request_row_id=request.id))
+            conn.execute(records.UPDATE_REQUEST, dict(values, request_row_id=request.id))
             # The rows as they now are in the store, without reading them again.
             request = SimpleNamespace(**dict(request._mapping, **values))
             rows = [request if r.id == request.id else r for r in rows]

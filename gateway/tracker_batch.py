@@ -12,7 +12,7 @@ from collections.abc import Iterable
 from types import SimpleNamespace
 from typing import Any
 
-from sqlalchemy import Connection, bindparam, select, update
+from sqlalchemy import Connection, bindparam, select
 
 from . import notifier
 from .store import records
@@ -25,10 +25,6 @@ _LOCK_APPLICATIONS = (select(t.applications)
                       .order_by(t.applications.c.id).with_for_update())
 _REQUESTS = (select(t.requests).where(t.requests.c.application_id.in_(bindparam("application_ids", expanding=True)))
              .order_by(t.requests.c.application_id, t.requests.c.step))
-_WRITE_APPLICATION = (update(t.applications).where(t.applications.c.id == bindparam("app_id"))
-                      .values(status=bindparam("new_status"), updated_at=bindparam("moment")))
-# The columns to set come from the parameters: every row of one executemany sets the same ones.
-_WRITE_REQUEST = update(t.requests).where(t.requests.c.id == bindparam("request_row_id"))
 _REQUEST_COLUMNS = ("status", "attempts", "updated_at", "agency_reference", "reason")
 
 
@@ -123,9 +119,9 @@ class EventBatch:
                 plain.append(values)
         for params in (plain, with_output):
             if params:
-                conn.execute(_WRITE_REQUEST, params)
+                conn.execute(records.UPDATE_REQUEST, params)  # every row of one executemany sets the same columns
         if self.app_writes:
-            conn.execute(_WRITE_APPLICATION, [{"app_id": app.id, "new_status": app.status, "moment": app.updated_at}
+            conn.execute(records.SET_APPLICATION_STATUS, [{"app_id": app.id, "new_status": app.status, "moment": app.updated_at}
                                               for app in self.app_writes.values()])
         records.write_deferred_events(conn)
         notifier.write_deferred(conn)

@@ -11,7 +11,7 @@ import secrets
 from collections.abc import Callable
 from typing import Any
 
-from sqlalchemy import Connection, bindparam, update
+from sqlalchemy import Connection
 
 from .catalog import Service
 from .domain.dag import advance
@@ -19,7 +19,6 @@ from .domain.errors import MappingError
 from .domain.mapping import apply_mapping
 from .domain.status import RequestStatus
 from .store import records
-from .store import tables as t
 
 DISPATCH = "dispatch"  # exchange name, without the namespace prefix
 
@@ -109,7 +108,6 @@ def next_changes(service: Service, app: Any, requests: list[Any]) -> list[tuple[
 
 
 # Built once; the columns to set come from the parameters.
-_RELEASE_REQUEST = update(t.requests).where(t.requests.c.id == bindparam("request_row_id"))
 
 
 def release_ready_steps(conn: Connection, service: Service, app: Any, requests: list[Any],
@@ -128,7 +126,7 @@ def release_ready_steps(conn: Connection, service: Service, app: Any, requests: 
         for request, new, reason, payload in changes:
             values = {"status": new.value, "reason": reason, "updated_at": moment}
             if write is None:
-                conn.execute(_RELEASE_REQUEST, dict(values, request_row_id=request.id))
+                conn.execute(records.UPDATE_REQUEST, dict(values, request_row_id=request.id))
             else:
                 write(request, values)
             records.add_event(conn, application_id=app.id, request_id=request.id, step=request.step,

@@ -116,17 +116,13 @@ class GroupCommit:
             self._transaction([ticket])
 
     def _transaction(self, group: list[_Ticket]) -> None:
+        tables: dict[BulkInsert, list[Any]] = {}  # in the order first seen: parents before children
+        for ticket in group:
+            for table, encoded in ticket.writes.rows:
+                tables.setdefault(table, []).extend(encoded)
         with self.engine.begin() as conn:
-            if len(group) == 1:
-                for table, encoded in group[0].writes.rows:
-                    table.write(conn, encoded)
-            else:
-                tables: dict[BulkInsert, list[Any]] = {}
-                for ticket in group:
-                    for table, encoded in ticket.writes.rows:
-                        tables.setdefault(table, []).extend(encoded)
-                for table, encoded in tables.items():
-                    table.write(conn, encoded)
+            for table, encoded in tables.items():
+                table.write(conn, encoded)
             for ticket in group:
                 if ticket.writes.then is not None:
                     ticket.writes.then(conn)

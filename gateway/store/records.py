@@ -289,6 +289,12 @@ def event_document(r: Any) -> dict[str, Any]:
 
 _INSERT_OUTBOX = insert(t.outbox)
 
+# Prebuilt updates the tracker and the workflow share (a bindparam may not share a name with
+# a column the statement sets).  ``UPDATE_REQUEST`` sets the columns its parameters name.
+UPDATE_REQUEST = update(t.requests).where(t.requests.c.id == bindparam("request_row_id"))
+SET_APPLICATION_STATUS = (update(t.applications).where(t.applications.c.id == bindparam("app_id"))
+                          .values(status=bindparam("new_status"), updated_at=bindparam("moment")))
+
 
 def enqueue(conn: Connection, *, exchange: str, routing_key: str, body: dict[str, Any],
             headers: dict[str, Any]) -> None:
