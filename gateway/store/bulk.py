@@ -87,7 +87,3 @@ class BulkInsert:
             raise DBAPIError.instance(sql, params, error, dialect.loaded_dbapi.Error, dialect=dialect) from error
         finally:
             cursor.close()
-
-    def run(self, conn: Connection, rows: list[dict[str, Any]]) -> None:
-        """Encode and insert ``rows`` now."""
-        self.write(conn, self.encode(conn.dialect, rows))

@@ -51,7 +51,7 @@ def test_a_row_the_store_refuses_is_an_integrity_error(client, auth, example, en
     with engine.connect() as conn:
         row = conn.execute(select(t.requests).where(t.requests.c.application_id == answer["id"])).first()
     with pytest.raises(IntegrityError), engine.begin() as conn:
-        _INSERT_REQUESTS.run(conn, [row._asdict()])  # the same request id again
+        _INSERT_REQUESTS.write(conn, _INSERT_REQUESTS.encode(conn.dialect, [row._asdict()]))  # the same request id again
 
 
 def test_many_rows_go_in_as_many_statements_as_the_driver_allows(client, auth, example, engine):
@@ -61,7 +61,7 @@ def test_many_rows_go_in_as_many_statements_as_the_driver_allows(client, auth, e
         row = conn.execute(select(t.requests).where(t.requests.c.application_id == answer["id"])).first()._asdict()
     rows = [dict(row, id=f"req_{i:032x}", step=f"step-{i:04d}") for i in range(250)]  # > 999 SQLite variables
     with engine.begin() as conn:
-        _INSERT_REQUESTS.run(conn, rows)
+        _INSERT_REQUESTS.write(conn, _INSERT_REQUESTS.encode(conn.dialect, rows))
     with engine.connect() as conn:
         stored = conn.execute(select(t.requests.c.step, t.requests.c.updated_at)
                               .where(t.requests.c.step.like("step-%")).order_by(t.requests.c.step)).all()
