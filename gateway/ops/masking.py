@@ -67,11 +67,8 @@ def nik_hash(nik: str) -> str:
     The key is ``SATUPINTU_NIK_HASH_KEY``; without it a fixed development key is used,
     which only keeps the hash from being a plain SHA-256 of the number.
     """
-    return hmac.new(_nik_hash_key(), nik.strip().encode(), hashlib.sha256).hexdigest()
-
-
-def _nik_hash_key() -> bytes:
-    return os.environ.get("SATUPINTU_NIK_HASH_KEY", "satupintu-development-nik-key").encode()
+    key = os.environ.get("SATUPINTU_NIK_HASH_KEY", "satupintu-development-nik-key").encode()
+    return hmac.new(key, nik.strip().encode(), hashlib.sha256).hexdigest()
 
 
 SEARCHABLE_NIK = re.compile(r"[0-9]{16}")
@@ -89,10 +86,7 @@ def nik_hashes(data: Any) -> list[str]:
     """
     found: set[str] = set()
     _searchable_niks(data, False, found)
-    if not found:
-        return []
-    key = _nik_hash_key()
-    return sorted(hmac.digest(key, nik.encode(), "sha256").hex() for nik in found)
+    return sorted(nik_hash(nik) for nik in found)
 
 
 def _searchable_niks(value: Any, under_nik_key: bool, found: set[str]) -> None:
