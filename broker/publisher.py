@@ -200,9 +200,7 @@ class ConfirmWindow:
             self._buffer.append(data)
             self._buffered_frames += frames
             return
-        connection.bytes_sent += len(data)
-        connection.frames_sent += frames
-        self._emit(data)
+        self._send(connection, data, frames)
 
     @contextlib.contextmanager
     def batch(self) -> Iterator[None]:
@@ -217,10 +215,14 @@ class ConfirmWindow:
             data, frames = b"".join(self._buffer), self._buffered_frames
             self._buffer, self._buffered_frames = None, 0
             if data and self.channel.is_open:
-                connection = self.channel.connection
-                connection.bytes_sent += len(data)
-                connection.frames_sent += frames
-                self._emit(data)
+                self._send(self.channel.connection, data, frames)
+
+    def _send(self, connection: Any, data: bytes, frames: int) -> None:
+        """Hand marshalled frames to the transport, counted as pika counts its own (the
+        heartbeat checker reads ``bytes_sent``)."""
+        connection.bytes_sent += len(data)
+        connection.frames_sent += frames
+        self._emit(data)
 
     def _on_return(self, _channel, method, props, _body) -> None:
         tag = self._by_message_id.get(props.message_id or "")
