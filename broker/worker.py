@@ -50,7 +50,7 @@ from .acks import AckLedger, SentAnnouncements
 from .breaker import breaker_for
 from .callpool import CallPool
 from .connection import AsyncSession, run_sessions
-from .limits import AgencyLimits
+from .limits import AgencyLimits, prefetch
 from .publisher import ConfirmWindow
 from .retry import RetryPlan, poll_delays
 from .topology import Names, declare_for
@@ -62,7 +62,7 @@ log = logging.getLogger("satupintu.worker")
 class _CallState:
     """One delivery's call, shared by the pool thread that makes it and the connection thread."""
 
-    started: float  # time.time() when the call started (set again when a pool thread takes it)
+    started: float  # time.time(): the delivery's arrival, then the call's start (once it has a slot)
     redelivered: bool
     seconds: float | None = None
     finished: bool = False
@@ -106,7 +106,9 @@ class Worker:
             self.adapters[agency.id] = adapter_class(agency.adapter, file=agency.file)(agency)
             self.limits[agency.id] = AgencyLimits(agency)
             self.breakers[agency.id] = breaker_for(agency, snapshot=True)
-        size = sum(a.concurrency for a in self.agencies.values())
+        # A thread per delivery the agencies' prefetches let this process hold: those beyond
+        # an agency's concurrency wait on its slots (``AgencyLimits.slot``), ready to start.
+        size = sum(prefetch(a.concurrency) for a in self.agencies.values())
         self._pool = CallPool(size, name="agency-call")
 
     def run(self) -> None:
@@ -175,9 +177,7 @@ class Worker:
         adapter = self.adapters[agency.id]
 
         def call() -> None:
-            call_state.started = time.time()
-            outcome = self._guarded_call(adapter, agency, kind, request, maybe_sent=maybe_sent)
-            call_state.seconds = time.time() - call_state.started
+            outcome = self._guarded_call(adapter, agency, kind, request, call_state, maybe_sent=maybe_sent)
             if not session.hand_back(lambda: self._finish(delivery, agency, kind, body, headers, request.attempt,
                                                           outcome, call_state)):
                 # That connection is gone: the broker redelivers the message.
@@ -196,9 +196,12 @@ class Worker:
         # Informational: nothing waits for its confirm (the outcome follows on the same channel).
         session.publish(self.names.status, messages.status_key(event), event, None, token=None)
 
-    def _guarded_call(self, adapter: Adapter, agency: Agency, kind: str, request, *,
+    def _guarded_call(self, adapter: Adapter, agency: Agency, kind: str, request, call_state: _CallState, *,
                       maybe_sent: bool) -> Outcome | str:
-        """The call, one at a time per request id, within the agency's limits; feeds the breaker."""
+        """The call, one at a time per request id, within the agency's limits; feeds the breaker.
+
+        ``call_state`` gets the call's start and duration, measured inside the agency's slot:
+        the agency's own latency, not the time this delivery waited for a slot."""
         with self._lock:
             while self._busy[request.request_id]:
                 # Another copy of this request is being called right now: wait, then look up.
@@ -208,9 +211,11 @@ class Worker:
         breaker = self.breakers[agency.id]
         try:
             with self.limits[agency.id].slot():
+                call_state.started = time.time()
                 started = time.monotonic()
                 outcome = self._call(adapter, agency, kind, request, maybe_sent=maybe_sent)
-                metrics.observe_agency_call(agency.id, request.operation, kind, outcome, time.monotonic() - started,
+                call_state.seconds = seconds = time.monotonic() - started
+                metrics.observe_agency_call(agency.id, request.operation, kind, outcome, seconds,
                                             {"application_id": request.application_id, "step": request.step,
                                              "request_id": request.request_id,
                                              "traceparent": request.headers.get("traceparent")})
@@ -415,7 +420,8 @@ class _Session(AsyncSession):
     mode, through a ``ConfirmWindow``: publishes do not wait for their confirm, so the
     ioloop keeps dispatching deliveries and heartbeats while earlier outcomes are
     confirmed; each delivery is acked when the last of its publishes is confirmed.  One
-    channel per agency consumes, with that agency's concurrency as its prefetch.  Agency
+    channel per agency consumes, with a prefetch a little above that agency's concurrency
+    (``limits.prefetch``).  Agency
     calls run in the worker's thread pool and hand their outcome back with
     ``hand_back()`` (batched onto ``add_callback_threadsafe``).
     """
@@ -507,8 +513,9 @@ class _Session(AsyncSession):
                 self.worker.connections += 1  # more than one means the broker was lost at least once
                 log.info("worker consuming %s", ", ".join(self.worker.agencies))
 
-        # Prefetch bounds the calls in flight to this agency: the concurrency limit.
-        channel.basic_qos(prefetch_count=agency.concurrency, callback=consume)
+        # The agency's slots bound its calls in flight; the prefetch holds a few deliveries
+        # more, so that a freed slot starts the next call at once (``limits.prefetch``).
+        channel.basic_qos(prefetch_count=prefetch(agency.concurrency), callback=consume)
 
     def _on_settled(self, acked: list[Any], failed: list[Any]) -> None:
         """A batch of confirms: settle their deliveries, then ack the ready ones per channel

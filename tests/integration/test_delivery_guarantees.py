@@ -299,3 +299,31 @@ def test_duplicate_and_late_outcome_events_change_nothing(engine, catalog, broke
         count = conn.execute(select(func.count()).select_from(t.events)
                              .where(t.events.c.event_id == approved["event_id"])).scalar()
     assert count == 1
+
+
+def test_an_agencys_concurrency_bounds_its_calls_while_the_worker_holds_more_deliveries(
+        engine, catalog, agencies, roles, client, auth, example):  # noqa: ANN001
+    from broker.limits import prefetch
+    assert prefetch(2) > 2  # deliveries beyond the concurrency wait for a slot in the worker
+    tuned = with_agency(catalog, "company-registry", concurrency=2)
+    agencies.faults("company-registry", latency_ms=300)
+    for role in ("relay", "tracker", "worker"):
+        roles(role, tuned)
+    ids = [submit(client, auth, example, name=f"PT Antre {i}") for i in range(6)]
+    wait_until(lambda: all(decided(engine, a) for a in ids), 60, message="the bundles")
+    assert {application(engine, a)[0].status for a in ids} == {"completed"}
+    stats = agencies.stats("company-registry")
+    assert stats["peak_in_flight"] == 2, stats  # never more than its concurrency, and all of it used
+    assert stats["duplicates"] == 0 and stats["unique_request_ids"] == 6, stats
+    # Each outcome records the call as the agency saw it, from the moment it had a slot:
+    # the recorded calls never overlap more than the concurrency (had the time spent
+    # waiting for a slot been counted, a third call would overlap the two before it).
+    calls = [(dt.datetime.fromisoformat(e.detail["started_at"]).timestamp(), e.detail["duration_ms"] / 1000)
+             for a in ids for e in application(engine, a)[2] if e.type == "outcome" and e.step == "company"]
+    assert len(calls) == 6
+    edges = sorted([(start + 0.001, 1) for start, _ in calls] + [(start + took - 0.001, -1) for start, took in calls])
+    running = peak = 0
+    for _moment, change in edges:
+        running += change
+        peak = max(peak, running)
+    assert peak == 2, calls
