@@ -14,6 +14,18 @@ thread; a connection that stays quiet that long, or whose thread is wanted elsew
 back to the poller, as before.  Everything else is gthread's own: parsing, limits,
 timeouts, graceful stops, HTTP/2.
 
+It also spreads connections over the worker processes.  All of them accept on one
+listening socket, and the kernel wakes them all; whichever runs first takes the
+connection.  Under load that is the process that is busy already: with 16 kept-alive
+clients and 2 processes of 8 threads, one process held 13 to 15 of the connections and the
+other 1 to 3 (``ss -tnp`` during ``bench submit``), so half the gateway's threads and one
+of its two GILs sat idle while connections queued for threads in the other.  A process
+that has as many connections as threads now leaves a new one to its siblings for a moment
+(``SATUPINTU_ACCEPT_SPREAD_MS``, 10 ms by default, 0 = off; never with one process): it
+stops listening for that long, and takes the connection itself if it is still there
+afterwards, accepting freely for as long again.  A connection waits at most that long
+when every process is full; none is ever refused.
+
 It relies on gthread's ``handle(conn)`` returning whether the connection stays open
 (gunicorn >= 27); with an older gunicorn ``worker_class()`` names plain gthread.
 """
@@ -22,20 +34,32 @@ from __future__ import annotations
 
 import os
 import select
+import time
 from typing import Any
 
 from gunicorn.workers.gthread import ThreadWorker
 
 DEFAULT_HOLD_MS = 2.0
+DEFAULT_SPREAD_MS = 10.0
+
+
+def _milliseconds(name: str, default: float, env: dict[str, str] | None) -> float:
+    """``name`` from the environment, in milliseconds, as seconds; ``default`` if unset or bad."""
+    value = (os.environ if env is None else env).get(name, "").strip()
+    try:
+        return max(0.0, float(value)) / 1000 if value else default / 1000
+    except ValueError:
+        return default / 1000
 
 
 def hold_seconds(env: dict[str, str] | None = None) -> float:
     """How long a thread waits for the next request on its connection (seconds)."""
-    value = (os.environ if env is None else env).get("SATUPINTU_KEEPALIVE_HOLD_MS", "").strip()
-    try:
-        return max(0.0, float(value)) / 1000 if value else DEFAULT_HOLD_MS / 1000
-    except ValueError:
-        return DEFAULT_HOLD_MS / 1000
+    return _milliseconds("SATUPINTU_KEEPALIVE_HOLD_MS", DEFAULT_HOLD_MS, env)
+
+
+def spread_seconds(env: dict[str, str] | None = None) -> float:
+    """How long a process with every thread's worth of connections leaves new ones to others."""
+    return _milliseconds("SATUPINTU_ACCEPT_SPREAD_MS", DEFAULT_SPREAD_MS, env)
 
 
 def _supported() -> bool:
@@ -46,10 +70,36 @@ class KeepingThreadWorker(ThreadWorker):
     """gthread, whose threads answer a connection's next request without the poller round trip."""
 
     hold = DEFAULT_HOLD_MS / 1000
+    spread = 0.0
+    _paused_until = 0.0  # not listening until then (monotonic): siblings take new connections
+    _free_until = 0.0  # accepting without pausing until then: the siblings had their chance
 
     def init_process(self) -> None:
         self.hold = hold_seconds()
+        self.spread = spread_seconds() if self.cfg.workers > 1 else 0.0
         super().init_process()
+
+    def accept(self, listener: Any) -> None:
+        if self.spread and self.nr_conns >= self.cfg.threads:
+            now = time.monotonic()
+            if now >= self._free_until:
+                # Every thread may be taken: leave this connection to a sibling for a moment.
+                self._paused_until = now + self.spread
+                self._free_until = self._paused_until + self.spread
+                super().set_accept_enabled(False)
+                return
+        super().accept(listener)
+
+    def set_accept_enabled(self, enabled: bool) -> None:
+        if enabled and time.monotonic() < self._paused_until:
+            return  # gthread's loop asks again on its next turn
+        super().set_accept_enabled(enabled)
+
+    def wait_for_and_dispatch_events(self, timeout: float) -> None:
+        paused = self._paused_until - time.monotonic()
+        if paused > 0 and not self._accepting:
+            timeout = min(timeout, paused)  # wake when the pause ends, not at the next 1 s turn
+        super().wait_for_and_dispatch_events(timeout)
 
     def handle(self, conn: Any) -> Any:
         result = super().handle(conn)

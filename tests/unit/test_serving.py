@@ -123,3 +123,58 @@ def test_a_client_that_closes_is_let_go(server):
     fresh.request("GET", "/after")
     assert fresh.getresponse().read().endswith(b"/after")
     fresh.close()
+
+
+def test_spread_comes_from_the_environment():
+    assert serving.spread_seconds({}) == serving.DEFAULT_SPREAD_MS / 1000
+    assert serving.spread_seconds({"SATUPINTU_ACCEPT_SPREAD_MS": "0"}) == 0
+    assert serving.spread_seconds({"SATUPINTU_ACCEPT_SPREAD_MS": "-3"}) == 0
+    assert serving.spread_seconds({"SATUPINTU_ACCEPT_SPREAD_MS": "x"}) == serving.DEFAULT_SPREAD_MS / 1000
+
+
+def _gunicorn(tmp_path, *, workers: int, threads: int, spread_ms: str):  # noqa: ANN001, ANN202
+    (tmp_path / "tinyapp.py").write_text(APP)
+    port = free_port()
+    env = dict(os.environ, PYTHONPATH=str(REPO), SATUPINTU_ACCEPT_SPREAD_MS=spread_ms)
+    log = open(tmp_path / "gunicorn.log", "w")  # noqa: SIM115 -- closed by the caller
+    process = subprocess.Popen(
+        [sys.executable, "-m", "gunicorn", "--chdir", str(tmp_path), "-k", "gateway.serving.KeepingThreadWorker",
+         "-w", str(workers), "--threads", str(threads), "-b", f"127.0.0.1:{port}", "--keep-alive", "30",
+         "--no-control-socket", "tinyapp:app"],
+        env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    return port, process, log
+
+
+def _pids_of_connections(port: int, count: int) -> list[str]:
+    """Open ``count`` kept-alive connections one after another; the worker pid answering each."""
+    pids, connections = [], []
+    for i in range(count):
+        connection = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+        connection.request("GET", f"/c/{i}")
+        response = connection.getresponse()
+        assert response.status == 200
+        pids.append(response.read().decode().split(" ")[0])
+        connections.append(connection)  # stays open: the process keeps counting it
+    for connection in connections:
+        connection.close()
+    return pids
+
+
+@pytest.mark.parametrize("workers", [2, 3])
+def test_connections_spread_over_the_processes_once_one_has_a_connection_per_thread(tmp_path, workers):  # noqa: ANN001
+    # A long pause, so that on a busy machine a sibling surely wakes within it.
+    port, process, log = _gunicorn(tmp_path, workers=workers, threads=2, spread_ms="2000")
+    try:
+        assert wait_http(f"http://127.0.0.1:{port}/up", 30, alive=lambda: process.poll() is None), \
+            (tmp_path / "gunicorn.log").read_text()
+        time.sleep(0.5)  # the /up probe's connection is closed and counted off
+        pids = _pids_of_connections(port, 2 * workers)
+        # Each process takes two: once one has a connection per thread, the others take the next.
+        assert sorted(pids.count(pid) for pid in set(pids)) == [2] * workers, pids
+        # A full house still lets everybody in: the next connection waits out the pause, then is taken.
+        more = _pids_of_connections(port, 2 * workers + 1)
+        assert len(more) == 2 * workers + 1
+    finally:
+        os.killpg(process.pid, signal.SIGQUIT)
+        process.wait(15)
+        log.close()
