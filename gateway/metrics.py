@@ -46,6 +46,20 @@ def submission_outcome(status_code: int) -> str:
     return _SUBMIT_OUTCOMES.get(status_code, "error" if status_code >= 500 else "other")
 
 
+# ``SUBMISSIONS.labels(...)`` takes a lock and rebuilds its key on every call; it hands back
+# the same child each time, so each one is kept here once made.
+_submission_children: dict[tuple[str, int], Any] = {}
+
+
+def count_submission(service: str, status_code: int) -> None:
+    """``satupintu_submissions_total{service, outcome}`` + 1 for an answer of ``status_code``."""
+    child = _submission_children.get((service, status_code))
+    if child is None:
+        child = SUBMISSIONS.labels(service, submission_outcome(status_code))
+        _submission_children[(service, status_code)] = child
+    child.inc()
+
+
 def multiprocess_dir() -> str | None:
     return os.environ.get("PROMETHEUS_MULTIPROC_DIR") or os.environ.get("prometheus_multiproc_dir")
 

@@ -121,5 +121,5 @@ def count_submissions(response: Response) -> Response:
                 service = body["service"]
         except (ValueError, TypeError, RecursionError, HTTPException):  # hostile bodies: 413, deep, unhashable
             pass
-        process_metrics.SUBMISSIONS.labels(service, process_metrics.submission_outcome(response.status_code)).inc()
+        process_metrics.count_submission(service, response.status_code)
     return response

@@ -277,11 +277,12 @@ def _ops_paths(secured: list[dict[str, Any]], id_param: dict[str, Any], limit: d
         "/ops/login": {
             "get": {"summary": "The login form",
                     "parameters": [{"name": "next", "in": "query", "schema": {"type": "string"}}],
-                    "responses": {"200": _html()}},
+                    "responses": {"200": _html(), **_problems(400)}},
             "post": {"summary": "Sign in with an ops key: sets the HttpOnly session cookie (same origin only)",
                      "requestBody": _form({"key": {"type": "string"}, "next": {"type": "string"}}),
                      "responses": {"302": _REDIRECT, "401": _html("the key is not valid"),
-                                   "403": _html("cross-site, or the key lacks the ops scope")}}},
+                                   "403": _html("cross-site, or the key lacks the ops scope"),
+                                   **_problems(400)}}},
         "/ops/logout": {"post": {"summary": "Sign out (same origin only)",
                                  "responses": {"302": _REDIRECT, "403": refused}}},
     }

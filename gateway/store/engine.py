@@ -36,7 +36,9 @@ def make_engine(url: str) -> Engine:
         return _fork_safe(create_engine(url, pool_pre_ping=True, pool_size=5, max_overflow=10))
     if parsed.database and parsed.database != ":memory:":
         Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
-    engine = create_engine(url, connect_args={"timeout": 30, "check_same_thread": False})
+    # LIFO: a writer gets the connection used last, whose page cache is still warm; a
+    # connection that another one wrote behind the back of has to read its pages again.
+    engine = create_engine(url, connect_args={"timeout": 30, "check_same_thread": False}, pool_use_lifo=True)
 
     @event.listens_for(engine, "connect")
     def _on_connect(dbapi_connection, _record):
