@@ -30,7 +30,6 @@ import logging
 import threading
 import time
 import uuid
-from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -92,11 +91,11 @@ class Worker:
         self.breakers = {}
         self.stopping = threading.Event()
         self._pool: CallPool | None = None
-        self._lock = threading.Lock()
         # Request ids being called in this process: a second copy of one request waits for
-        # the first, then looks it up instead of filing it again.
-        self._busy: Counter[str] = Counter()
-        self._busy_done = threading.Condition(self._lock)
+        # the first, then looks it up instead of filing it again (``_claim``/``_release``).
+        self._busy: dict[str, object] = {}
+        self._busy_done = threading.Condition(threading.Lock())
+        self._busy_waiting = 0  # threads waiting in ``_claim`` (changed under ``_busy_done``)
         self.connections = 0
 
     # --- lifecycle -------------------------------------------------------------------
@@ -202,34 +201,56 @@ class Worker:
 
         ``call_state`` gets the call's start and duration, measured inside the agency's slot:
         the agency's own latency, not the time this delivery waited for a slot."""
-        with self._lock:
-            while self._busy[request.request_id]:
-                # Another copy of this request is being called right now: wait, then look up.
-                maybe_sent = True
-                self._busy_done.wait()
-            self._busy[request.request_id] += 1
+        if not self._claim(request.request_id, call_state):
+            maybe_sent = True  # another copy of this request was being called: look it up
         breaker = self.breakers[agency.id]
+        limits = self.limits[agency.id]
         try:
-            with self.limits[agency.id].slot():
+            limits.take_slot()
+            try:
                 call_state.started = time.time()
                 started = time.monotonic()
                 outcome = self._call(adapter, agency, kind, request, maybe_sent=maybe_sent)
                 call_state.seconds = seconds = time.monotonic() - started
-                metrics.observe_agency_call(agency.id, request.operation, kind, outcome, seconds,
-                                            {"application_id": request.application_id, "step": request.step,
-                                             "request_id": request.request_id,
-                                             "traceparent": request.headers.get("traceparent")})
+            finally:
+                limits.free_slot()
+            metrics.observe_agency_call(agency.id, request.operation, kind, outcome, seconds,
+                                        {"application_id": request.application_id, "step": request.step,
+                                         "request_id": request.request_id,
+                                         "traceparent": request.headers.get("traceparent")})
         finally:
-            with self._lock:
-                self._busy[request.request_id] -= 1
-                if not self._busy[request.request_id]:
-                    del self._busy[request.request_id]
-                self._busy_done.notify_all()
+            self._release(request.request_id)
         if isinstance(outcome, Outcome) and outcome.kind is OutcomeKind.TRANSIENT:
             breaker.record_failure()
         else:
             breaker.record_success()
         return outcome
+
+    def _claim(self, request_id: str, owner: object) -> bool:
+        """Take ``request_id`` for ``owner``, waiting while another call holds it; False if it waited.
+
+        The free case takes no lock: ``dict.setdefault`` with a ``str`` key is atomic under the
+        GIL.  A lock per call, taken by every call thread twice, queued them behind whichever
+        held it when it lost the GIL.  Only copies of one request in flight together wait, on
+        ``_busy_done``; ``_release`` notifies only when someone waits, and a waiter counts
+        itself before it looks, so a release between its look and its wait cannot be missed."""
+        busy = self._busy
+        if busy.setdefault(request_id, owner) is owner:
+            return True
+        with self._busy_done:
+            self._busy_waiting += 1
+            try:
+                while busy.setdefault(request_id, owner) is not owner:
+                    self._busy_done.wait()
+            finally:
+                self._busy_waiting -= 1
+        return False
+
+    def _release(self, request_id: str) -> None:
+        del self._busy[request_id]
+        if self._busy_waiting:
+            with self._busy_done:
+                self._busy_done.notify_all()
 
     def _call(self, adapter: Adapter, agency: Agency, kind: str, request, *, maybe_sent: bool) -> Outcome | str:
         """Run the adapter; never raises.  Returns an Outcome, or "unsupported"."""
@@ -435,40 +456,43 @@ class _Session(AsyncSession):
         self.consumers: list[tuple[Any, str]] = []
         self.stop_deadline: float | None = None
         self._over = False
-        self._handed_back: list[Callable[[], None]] = []  # outcomes waiting for the ioloop (under _lock)
-        self._lock = threading.Lock()
+        self._handed_back: list[Callable[[], None]] = []  # outcomes waiting for the ioloop
+        self._lock = threading.Lock()  # held from a wake-up's request until the ioloop runs it
         super().__init__(url)
         self.announcements = SentAnnouncements(self.ioloop, worker.announce_after)
         self.ledgers: list[AckLedger] = []
 
     def _ended(self) -> None:
-        with self._lock:
-            self._over = True
+        self._over = True
 
     def hand_back(self, callback: Callable[[], None]) -> bool:
         """Run ``callback`` on the ioloop (from any thread); False when this session is over.
 
         Outcomes that finish while the ioloop has not yet run the earlier ones join them:
-        the loop is woken (a socket write, and a loop turn) once per batch, not per call,
-        and no thread holds ``_lock`` across that write.  A callback that never runs (the
-        loop ended first) leaves its delivery unacked, so the broker hands it out again."""
-        with self._lock:
-            if self._over:
-                return False
-            self._handed_back.append(callback)
-            if len(self._handed_back) > 1:
-                return True  # a wake-up is already on its way
+        the loop is woken (a socket write, and a loop turn) once per batch, not per call.
+        No thread waits here: ``list.append`` is atomic, and ``_lock`` is a flag taken
+        without blocking by the thread that asks for the wake-up and let go by the ioloop
+        before it takes the batch, so an outcome appended after that either wakes the loop
+        itself or is taken by the wake-up already asked for.  A callback that never runs
+        (the loop ended first) leaves its delivery unacked, so the broker hands it out again."""
+        if self._over:
+            return False
+        self._handed_back.append(callback)
+        if not self._lock.acquire(blocking=False):
+            return True  # a wake-up is already on its way
         try:
             self.ioloop.add_callback_threadsafe(self._run_handed_back)
         except Exception:  # noqa: BLE001 - the loop is closing
-            with self._lock:  # so that the next outcome tries to wake it again
-                self._handed_back = []
+            del self._handed_back[:]
+            self._lock.release()  # so that the next outcome tries to wake it again
             return False
         return True
 
     def _run_handed_back(self) -> None:
-        with self._lock:
-            callbacks, self._handed_back = self._handed_back, []
+        self._lock.release()  # outcomes handed back from here on ask for a wake-up of their own
+        pending = self._handed_back
+        callbacks = pending[:]  # a copy and a slice deletion: each atomic, so appends meanwhile stay
+        del pending[:len(callbacks)]
         if self.window is None:
             for callback in callbacks:
                 callback()
