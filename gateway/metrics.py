@@ -85,6 +85,11 @@ def expose(role: str) -> int | None:
     return int(port)
 
 
+# Children of AGENCY_CALL_SECONDS by (agency, operation, outcome label): ``labels()`` takes the
+# histogram's lock and builds its key on every call; the catalog bounds the combinations.
+_call_children: dict[tuple[str, str, str], Any] = {}
+
+
 def observe_agency_call(agency: str, operation: str, kind: str, outcome: Any, seconds: float,
                         ids: dict[str, Any]) -> None:
     """Time one agency call and log it with the message's correlation ids; never raises."""
@@ -92,7 +97,11 @@ def observe_agency_call(agency: str, operation: str, kind: str, outcome: Any, se
         label = getattr(getattr(outcome, "kind", None), "value", None) or str(outcome)
         if kind != "send":
             label = f"{kind}:{label}"
-        AGENCY_CALL_SECONDS.labels(agency, operation, label).observe(seconds)
+        key = (agency, operation, label)
+        child = _call_children.get(key)
+        if child is None:
+            child = _call_children[key] = AGENCY_CALL_SECONDS.labels(agency, operation, label)
+        child.observe(seconds)
         calls_log.info("%s %s.%s → %s in %.0f ms", kind, agency, operation, label, seconds * 1000,
                  extra={**ids, "agency": agency})
     except Exception:
