@@ -20,6 +20,8 @@ from .knobs import KnobError
 
 WSGIApp = Callable[[dict, Callable], Iterable[bytes]]
 SOAP_ENV = "http://schemas.xmlsoap.org/soap/envelope/"
+# Where read_body() leaves the body it read, so the app need not read it again.
+BODY_KEY = "sandbox.body"
 
 
 def json_response(
@@ -62,6 +64,7 @@ def read_body(environ: dict[str, Any]) -> bytes:
         length = 0
     body = environ["wsgi.input"].read(length) if length > 0 else b""
     environ["wsgi.input"] = io.BytesIO(body)
+    environ[BODY_KEY] = body
     if body:
         environ["CONTENT_LENGTH"] = str(len(body))
     return body
@@ -81,9 +84,13 @@ class FrontDesk:
         if path == "/_sandbox" or path.startswith("/_sandbox/"):
             return self.control(Request(environ))(environ, start_response)
         body = read_body(environ)
-        self.agency.record(environ, body)
-        with self.agency.answering():
+        agency = self.agency
+        agency.record(environ, body)
+        agency.call_started()
+        try:
             return self.answer(environ, start_response, body)
+        finally:
+            agency.call_ended()
 
     def answer(
         self, environ: dict[str, Any], start_response: Callable, body: bytes
