@@ -159,20 +159,20 @@ class _NewApplication:
 
     def writes(self, dialect: Any) -> Writes:
         """Every row, encoded for ``dialect``'s driver before the write transaction begins."""
-        rows = [(_INSERT_APPLICATION, _INSERT_APPLICATION.encode(dialect, [vars(self.app)])),
-                (_INSERT_REQUESTS, _INSERT_REQUESTS.encode(dialect, [vars(r) for r in self.requests])),
-                (_INSERT_EVENTS, _INSERT_EVENTS.encode(dialect, self.events))]
+        shared: dict[Any, Any] = {}  # ``moment`` is in 5 columns, an event's time in 2: each encoded once
+        rows = [(_INSERT_APPLICATION, _INSERT_APPLICATION.encode(dialect, [vars(self.app)], shared)),
+                (_INSERT_REQUESTS, _INSERT_REQUESTS.encode(dialect, [vars(r) for r in self.requests], shared)),
+                (_INSERT_EVENTS, _INSERT_EVENTS.encode(dialect, self.events, shared))]
         if self.messages:
-            rows.append((_INSERT_OUTBOX, _INSERT_OUTBOX.encode(dialect, self.messages)))
+            rows.append((_INSERT_OUTBOX, _INSERT_OUTBOX.encode(dialect, self.messages, shared)))
         if self.niks:  # after the application: group commit writes tables in the order first seen
             rows.append((_INSERT_NIKS, _INSERT_NIKS.encode(dialect, self.niks)))
-        return Writes(rows, then=self._then if self.settled or self.messages else None)
+        # The relay is woken at commit (PostgreSQL), as ``records.notify_outbox`` would.
+        return Writes(rows, then=self._settled if self.settled else None,
+                      notify=(records.OUTBOX_CHANNEL,) if self.messages else ())
 
-    def _then(self, conn: Connection) -> None:
-        if self.settled:
-            notifier.enqueue(conn, self.app, self.app.status, cause="submitted")
-        if self.messages:
-            records.notify_outbox(conn)
+    def _settled(self, conn: Connection) -> None:
+        notifier.enqueue(conn, self.app, self.app.status, cause="submitted")
 
 
 class _RandomIds:

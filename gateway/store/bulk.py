@@ -6,7 +6,7 @@ the submission path: an execution context, a cache lookup, parameters rebuilt th
 SQL it compiles for the dialect (PostgreSQL's bind casts included) and each column's own
 bind processor (SQLite's DATETIME text, JSON) -- and raises the driver's errors as
 SQLAlchemy's (``IntegrityError`` for a used Idempotency-Key).  SQLAlchemy still builds every
-statement and owns the connection and the transaction.
+statement and pools the connection.
 
 Encoding (``encode``) and writing (``write``) are apart so that the encoding -- most of the
 Python an insert costs -- happens before the write transaction begins, and so that the rows
@@ -17,8 +17,10 @@ from __future__ import annotations
 
 from typing import Any, NamedTuple
 
-from sqlalchemy import Connection, insert
-from sqlalchemy.exc import DBAPIError
+from sqlalchemy import Connection, DateTime, insert
+from sqlalchemy.pool import PoolProxiedConnection
+
+from .engine import translate
 
 
 class _Prepared(NamedTuple):
@@ -28,6 +30,20 @@ class _Prepared(NamedTuple):
     head: str  # "INSERT INTO t (a, b) VALUES "
     row: str  # "(?, ?)"
     rows_per_statement: int  # 0: executemany
+    shareable: tuple[Any, ...]  # per bind: what its processor's output depends on besides the value (DateTime), or None
+
+
+def _encoded_once(process: Any, kind: Any, shared: dict[Any, Any]) -> Any:
+    """``process``, remembering its output in ``shared`` per value object (by identity: the
+    caller keeps the values alive as long as ``shared``) and ``kind`` of processor."""
+    def once(value: Any) -> Any:
+        key = (kind, id(value))
+        try:
+            return shared[key]
+        except KeyError:
+            encoded = shared[key] = process(value)
+            return encoded
+    return once
 
 
 class BulkInsert:
@@ -51,28 +67,44 @@ class BulkInsert:
         if set(compiled.binds) != set(self.columns):
             raise ValueError(f"{self.table.name}: INSERT binds {sorted(compiled.binds)}, not {sorted(self.columns)}")
         keys = tuple(compiled.positiontup) if compiled.positional else self.columns
-        processors = tuple((key, self.table.c[key].type.dialect_impl(dialect).bind_processor(dialect))
-                           for key in keys)
+        impls = [self.table.c[key].type.dialect_impl(dialect) for key in keys]
+        processors = tuple((key, impl.bind_processor(dialect)) for key, impl in zip(keys, impls, strict=True))
+        # A DateTime's bind processor (SQLite's text) depends on nothing but the value and its
+        # storage format: one timestamp shared by several rows or columns is encoded once.
+        shareable = tuple((type(impl), getattr(impl, "_storage_format", None))
+                          if isinstance(impl, DateTime) and processor is not None else None
+                          for impl, (_key, processor) in zip(impls, processors, strict=True))
         head, _, row = compiled.string.rpartition(" VALUES ")
         multirow = dialect.name == "sqlite" and dialect.paramstyle == "qmark" and row.startswith("(")
         prepared = _Prepared(compiled.string, compiled.positional, processors, head + " VALUES ", row,
-                             max(1, self.SQLITE_MAX_VARIABLES // len(keys)) if multirow else 0)
+                             max(1, self.SQLITE_MAX_VARIABLES // len(keys)) if multirow else 0, shareable)
         self._prepared[dialect] = prepared
         return prepared
 
-    def encode(self, dialect: Any, rows: list[dict[str, Any]]) -> list[Any]:
-        """``rows`` in the driver's form for ``dialect``: one tuple (or dict) of parameters each."""
+    def encode(self, dialect: Any, rows: list[dict[str, Any]], shared: dict[Any, Any] | None = None) -> list[Any]:
+        """``rows`` in the driver's form for ``dialect``: one tuple (or dict) of parameters each.
+
+        ``shared``: a dict the caller passes to the ``encode`` calls of rows that share
+        timestamp objects (and keeps no longer than those rows), so that each is encoded once.
+        """
         prepared = self._prepared.get(dialect) or self._prepare(dialect)
         processors = prepared.processors
+        if shared is not None and any(prepared.shareable):
+            processors = tuple((k, p if kind is None else _encoded_once(p, kind, shared))
+                               for (k, p), kind in zip(processors, prepared.shareable, strict=True))
         if prepared.positional:
             return [tuple([row[k] if p is None else p(row[k]) for k, p in processors]) for row in rows]
         return [{k: row[k] if p is None else p(row[k]) for k, p in processors} for row in rows]
 
     def write(self, conn: Connection, encoded: list[Any]) -> None:
-        """Insert rows ``encode`` made for ``conn``'s dialect."""
-        dialect = conn.dialect
+        """Insert rows ``encode`` made for ``conn``'s dialect, in ``conn``'s transaction."""
+        self.write_driver(conn.dialect, conn.connection, encoded)
+
+    def write_driver(self, dialect: Any, connection: PoolProxiedConnection, encoded: list[Any]) -> None:
+        """Insert rows ``encode`` made for ``dialect`` on a driver ``connection`` (in a
+        transaction of ``engine.driver_transaction`` or a ``Connection``'s)."""
         prepared = self._prepared.get(dialect) or self._prepare(dialect)
-        cursor = conn.connection.cursor()
+        cursor = connection.cursor()
         sql, params = prepared.sql, encoded
         try:
             if prepared.rows_per_statement:
@@ -84,6 +116,6 @@ class BulkInsert:
             elif encoded:
                 cursor.executemany(sql, params)
         except dialect.loaded_dbapi.Error as error:
-            raise DBAPIError.instance(sql, params, error, dialect.loaded_dbapi.Error, dialect=dialect) from error
+            raise translate(error, dialect, sql, params) from error
         finally:
             cursor.close()

@@ -7,11 +7,16 @@ import logging
 import os
 import sqlite3
 import threading
+import weakref
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 from urllib.parse import quote
 
 from sqlalchemy import Connection, Engine, create_engine, event, exc
 from sqlalchemy.engine import make_url
+from sqlalchemy.pool import PoolProxiedConnection
 
 log = logging.getLogger("satupintu.store")
 
@@ -19,8 +24,14 @@ log = logging.getLogger("satupintu.store")
 # WAL past 1,000 pages -- while that writer still holds the write lock (ours and SQLite's),
 # so every other writer waits the ~6 ms a checkpoint takes.  A background thread does it
 # instead (``_Checkpoints``), every CHECKPOINT_EVERY write commits of a process; SQLite's
-# own is left on as a safety net, far above what that thread lets the WAL reach.
-CHECKPOINT_EVERY = 64
+# own is left on as a safety net, above what that thread lets the WAL reach.  Fewer, larger
+# checkpoints copy a page written by many commits fewer times: ``bench.submit_call`` (CPU per
+# submission, 3 interleaved runs) gave 1.008 / 0.947 / 0.909 / 0.892 / 0.874 ms for every
+# 32 / 64 / 128 / 256 / 512 commits from 1 thread; from 8 threads 128 was best (0.852 ms,
+# against 0.902 at 64 and ~0.92 at 256 and 512).  A commit appends ~20 WAL pages alone and
+# ~50 in a group of the 8-thread bench, so 128 commits stay under the 10,000-page net
+# (256 would not: SQLite's own checkpoint would then run inside a commit, lock held).
+CHECKPOINT_EVERY = 128
 AUTOCHECKPOINT_PAGES = 10_000
 
 
@@ -52,6 +63,8 @@ def make_engine(url: str) -> Engine:
         cursor.close()
 
     writers = _WriterQueue(parsed.database) if parsed.database and parsed.database != ":memory:" else None
+    if writers is not None:
+        _WRITERS[engine] = writers  # for ``driver_transaction``
 
     @event.listens_for(engine, "begin")
     def _on_begin(conn):
@@ -95,6 +108,70 @@ def make_engine(url: str) -> Engine:
     return _fork_safe(engine)
 
 
+_WRITERS: weakref.WeakKeyDictionary[Engine, _WriterQueue] = weakref.WeakKeyDictionary()
+
+
+@contextmanager
+def driver_transaction(engine: Engine) -> Iterator[PoolProxiedConnection]:
+    """A write transaction on a pooled driver connection, without a SQLAlchemy ``Connection``.
+
+    What ``engine.begin()`` does for a write -- on SQLite the writer queue's lock around
+    ``BEGIN IMMEDIATE`` .. ``COMMIT`` (let go if the ``BEGIN`` fails) and the checkpoint count;
+    rollback on any error -- done on the driver's connection directly: a ``Connection``, its
+    transaction object and the event listeners that end it cost ~40 us per transaction, ten
+    times the ``BEGIN`` and ``COMMIT`` themselves.  For group commit's inserts
+    (``group_commit.py``), which need nothing else.  The driver's errors come back as
+    SQLAlchemy's; a connection that cannot even roll back is invalidated, not pooled again.
+    """
+    dialect = engine.dialect
+    driver_error = dialect.loaded_dbapi.Error
+    writers = _WRITERS.get(engine) if dialect.name == "sqlite" else None
+    connection = engine.raw_connection()
+    try:
+        if writers is not None:
+            writers.acquire()
+        try:
+            if dialect.name == "sqlite":  # PostgreSQL's driver begins by itself
+                try:
+                    connection.driver_connection.execute("BEGIN IMMEDIATE")
+                except driver_error as error:
+                    raise translate(error, dialect, "BEGIN IMMEDIATE") from error
+            try:
+                yield connection
+                try:
+                    connection.commit()
+                except driver_error as error:
+                    raise translate(error, dialect, "COMMIT") from error
+            except BaseException:
+                _rollback(connection, driver_error)
+                raise
+        except BaseException:
+            if writers is not None:
+                writers.release()
+            raise
+        if writers is not None:
+            checkpoint = writers.committed()
+            writers.release()
+            if checkpoint:
+                _CHECKPOINTS.request(writers)
+    finally:
+        connection.close()
+
+
+def _rollback(connection: PoolProxiedConnection, driver_error: type[Exception]) -> None:
+    """Roll back what failed; a connection that cannot even do that is not used again."""
+    if connection.is_valid:
+        try:
+            connection.rollback()
+        except driver_error as error:
+            connection.invalidate(error)
+
+
+def translate(error: Exception, dialect: Any, statement: str, params: Any = ()) -> BaseException:
+    """The driver's ``error`` as SQLAlchemy's (``IntegrityError``, ``OperationalError``, ...)."""
+    return exc.DBAPIError.instance(statement, params, error, dialect.loaded_dbapi.Error, dialect=dialect)
+
+
 def _begin(conn: Connection, statement: str) -> None:
     """``statement`` on the driver's connection itself.
 
@@ -106,7 +183,7 @@ def _begin(conn: Connection, statement: str) -> None:
     try:
         conn.connection.driver_connection.execute(statement)
     except dialect.loaded_dbapi.Error as error:
-        raise exc.DBAPIError.instance(statement, (), error, dialect.loaded_dbapi.Error, dialect=dialect) from error
+        raise translate(error, dialect, statement) from error
 
 
 class _WriterQueue:

@@ -17,6 +17,10 @@ submission alone writes at once, as before: nothing waits for company.
 If a group's transaction fails (an Idempotency-Key used before, which is normal, or any
 other error) it is rolled back and each of its submissions is written again on its own, in
 its own thread, so that each gets exactly its own outcome, as if it had never had company.
+
+The transaction runs on the driver's connection (``engine.driver_transaction``): SQLAlchemy's
+``Connection`` around it cost more than the ``BEGIN`` and ``COMMIT``.  Only a group with a
+``then`` that needs a ``Connection`` (rare: an application settled at submission) gets one.
 """
 
 from __future__ import annotations
@@ -31,6 +35,7 @@ from typing import Any
 from sqlalchemy import Connection, Engine
 
 from .bulk import BulkInsert
+from .engine import driver_transaction, translate
 
 MAX_GROUP = 64  # submissions per transaction at most
 
@@ -38,10 +43,12 @@ MAX_GROUP = 64  # submissions per transaction at most
 @dataclass
 class Writes:
     """What one submission writes: rows per table (already ``encode``d for the engine's
-    dialect, in the order given), and ``then``, run in the same transaction afterwards."""
+    dialect, in the order given); the channels to ``NOTIFY`` at its commit (PostgreSQL only);
+    and ``then``, run in the same transaction afterwards."""
 
     rows: list[tuple[BulkInsert, list[Any]]]
     then: Callable[[Connection], None] | None = None
+    notify: tuple[str, ...] = ()
 
 
 @dataclass(eq=False)
@@ -117,15 +124,36 @@ class GroupCommit:
 
     def _transaction(self, group: list[_Ticket]) -> None:
         tables: dict[BulkInsert, list[Any]] = {}  # in the order first seen: parents before children
+        channels: dict[str, None] = {}
         for ticket in group:
             for table, encoded in ticket.writes.rows:
                 tables.setdefault(table, []).extend(encoded)
-        with self.engine.begin() as conn:
-            for table, encoded in tables.items():
-                table.write(conn, encoded)
+            channels.update(dict.fromkeys(ticket.writes.notify))
+        engine = self.engine
+        dialect = engine.dialect
+        if all(ticket.writes.then is None for ticket in group):
+            with driver_transaction(engine) as connection:
+                self._write(dialect, connection, tables, channels)
+            return
+        with engine.begin() as conn:
+            self._write(dialect, conn.connection, tables, channels)
             for ticket in group:
                 if ticket.writes.then is not None:
                     ticket.writes.then(conn)
+
+    @staticmethod
+    def _write(dialect: Any, connection: Any, tables: dict[BulkInsert, list[Any]], channels: dict[str, None]) -> None:
+        for table, encoded in tables.items():
+            table.write_driver(dialect, connection, encoded)
+        if channels and dialect.name == "postgresql":  # LISTEN/NOTIFY: only PostgreSQL has them
+            cursor = connection.cursor()
+            try:
+                for channel in channels:
+                    cursor.execute(f"NOTIFY {channel}")
+            except dialect.loaded_dbapi.Error as error:
+                raise translate(error, dialect, f"NOTIFY {channel}") from error
+            finally:
+                cursor.close()
 
 
 _GROUPS: weakref.WeakKeyDictionary[Engine, GroupCommit] = weakref.WeakKeyDictionary()

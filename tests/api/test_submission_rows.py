@@ -98,3 +98,46 @@ def test_submissions_at_once_each_get_their_own_answer(app, auth, example, engin
     assert sorted(m["application_id"] for m in outbox) == sorted(ids)
     report = audit.verify(engine)
     assert report.broken is None
+
+
+@pytest.fixture
+def unmappable(config_dir):
+    """The demo catalog with a first step whose mapping fails at evaluation (``length()`` of a
+    number is a JMESPath type error): it fails, the steps after it are skipped."""
+    service = config_dir / "services" / "business-startup.yaml"
+    service.write_text(service.read_text().replace("company_name: data.company.name",
+                                                   "company_name: length(data.company.employees)", 1))
+    return config_dir
+
+
+def test_an_application_settled_at_submission_queues_its_webhook_in_the_same_transaction(
+        unmappable, app, make_key, engine, example):
+    """The one case where a submission's transaction needs a SQLAlchemy ``Connection``
+    (``notifier.enqueue``)."""
+    key = make_key("submit", "read", webhook_url="http://127.0.0.1:9/hook")
+    response = app.test_client().post("/v1/applications", json=example,
+                                      headers={"Authorization": f"Bearer {key}", "Idempotency-Key": "settled"})
+    assert response.status_code == 202, response.get_data(as_text=True)
+    answer = response.get_json()
+    assert answer["status"] == "failed"
+    with engine.connect() as conn:
+        hooks = conn.execute(select(t.webhooks.c.application_id, t.webhooks.c.body)).all()
+        outbox = conn.execute(select(t.outbox.c.id)).all()
+    assert [(h.application_id, h.body["status"], h.body["cause"]) for h in hooks] == [
+        (answer["id"], "failed", "submitted")]
+    assert outbox == []
+    assert audit.verify(engine).broken is None
+
+
+def test_a_submission_wakes_the_relay_at_commit_on_postgresql(client, auth, example, engine):
+    if engine.dialect.name != "postgresql":
+        pytest.skip("LISTEN/NOTIFY is PostgreSQL's")
+    import psycopg
+
+    from gateway.store.records import OUTBOX_CHANNEL
+    url = engine.url.set(drivername="postgresql").render_as_string(hide_password=False)
+    with psycopg.connect(url, autocommit=True) as listener:
+        listener.execute(f"LISTEN {OUTBOX_CHANNEL}")
+        submit(client, auth, example, key="wake")
+        channels = [n.channel for n in listener.notifies(timeout=5, stop_after=1)]
+    assert channels == [OUTBOX_CHANNEL]
