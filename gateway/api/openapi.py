@@ -45,9 +45,20 @@ def _html(description: str = "an HTML page") -> dict[str, Any]:
     return {"description": description, "content": {"text/html": {"schema": {"type": "string"}}}}
 
 
+# No text the gateway takes from a path, a query or a form may hold a NUL byte: every
+# request with one is refused (400, ``problems.refuse_nul_bytes``) before a view sees it.
+NO_NUL = "^[^\\x00]*$"
+
+
+def _text(**schema: Any) -> dict[str, Any]:
+    """A string parameter's schema: any text without a NUL byte."""
+    return {"type": "string", "pattern": NO_NUL, **schema}
+
+
 def _form(properties: dict[str, Any]) -> dict[str, Any]:
     return {"required": False, "content": {"application/x-www-form-urlencoded": {
-        "schema": {"type": "object", "properties": properties}}}}
+        "schema": {"type": "object", "properties": properties,
+                   "propertyNames": {"pattern": NO_NUL}, "additionalProperties": _text()}}}}
 
 
 _REDIRECT = {"description": "to the login form (or the page asked for)",
@@ -88,7 +99,7 @@ def spec(catalog: Catalog) -> dict[str, Any]:
     """The OpenAPI 3.1 document; ``Submission`` follows the catalog's input schemas."""
     submission, data_schemas = _submission_schemas(catalog)
     app_ref = {"$ref": "#/components/schemas/Application"}
-    id_param = {"name": "app_id", "in": "path", "required": True, "schema": {"type": "string", "maxLength": 100}}
+    id_param = {"name": "app_id", "in": "path", "required": True, "schema": _text(maxLength=100)}
     limit_param = {"name": "limit", "in": "query", "schema": {"type": "integer", "minimum": 1, "maximum": 100}}
     ops_limit = {"name": "limit", "in": "query", "schema": {"type": "integer", "minimum": 1}}
     items = {"type": "object", "required": ["items"], "properties": {"items": {"type": "array"}}}
@@ -167,7 +178,7 @@ def spec(catalog: Catalog) -> dict[str, Any]:
                         {"name": "status", "in": "query", "schema": {"enum": app_statuses}},
                         {"name": "service", "in": "query",
                          "schema": {"enum": sorted(catalog.services)} if catalog.services else {"type": "string"}},
-                        {"name": "cursor", "in": "query", "schema": {"type": "string"}},
+                        {"name": "cursor", "in": "query", "schema": _text()},
                         limit_param,
                     ],
                     "responses": {"200": _json({"type": "object", "required": ["items", "next_cursor"],
@@ -201,7 +212,7 @@ def spec(catalog: Catalog) -> dict[str, Any]:
                 "responses": {"202": _json(app_ref, "Accepted"), **_problems(404, 409, *_SECURED)}}},
             "/v1/agencies/{agency}/callbacks": {"post": {
                 "summary": "An agency's decision, signed with its secret (no API key)",
-                "parameters": [{"name": "agency", "in": "path", "required": True, "schema": {"type": "string"}},
+                "parameters": [{"name": "agency", "in": "path", "required": True, "schema": _text()},
                                {"name": "X-Satupintu-Signature", "in": "header", "required": True,
                                 "description": "t=<unix>,v1=<hex hmac-sha256 of 't.body'>",
                                 "schema": {"type": "string"}}],
@@ -236,7 +247,7 @@ def _ops_paths(secured: list[dict[str, Any]], id_param: dict[str, Any], limit: d
                                       "responses": {"200": obj, **_problems(*_SECURED)}}},
         "/ops/api/applications": {"get": {
             "summary": "Recent applications (personal data masked)", "security": secured,
-            "parameters": [{"name": "status", "in": "query", "schema": {"type": "string"}}, limit],
+            "parameters": [{"name": "status", "in": "query", "schema": _text()}, limit],
             "responses": {"200": _json(items), **_problems(400, *_SECURED)}}},
         "/ops/api/applications/{app_id}": {"get": {
             "summary": "One application with its timeline (personal data masked)", "security": secured,
@@ -255,11 +266,11 @@ def _ops_paths(secured: list[dict[str, Any]], id_param: dict[str, Any], limit: d
             "responses": {"200": obj, **_problems(404, *_SECURED)}}},
         "/ops/api/search": {"get": {
             "summary": "Find applications by id, reference or NIK (matched by hash)", "security": secured,
-            "parameters": [{"name": "q", "in": "query", "schema": {"type": "string", "maxLength": 200}}, limit],
+            "parameters": [{"name": "q", "in": "query", "schema": _text(maxLength=200)}, limit],
             "responses": {"200": obj, **_problems(400, *_SECURED)}}},
         "/ops/": {"get": {"summary": "The operators' dashboard", "security": secured, "responses": page}},
         "/ops/applications": {"get": {"summary": "Dashboard: applications", "security": secured,
-                                      "parameters": [{"name": "status", "in": "query", "schema": {"type": "string"}}],
+                                      "parameters": [{"name": "status", "in": "query", "schema": _text()}],
                                       "responses": page}},
         "/ops/applications/{app_id}": {"get": {"summary": "Dashboard: one application", "security": secured,
                                                "parameters": [id_param],
@@ -269,17 +280,17 @@ def _ops_paths(secured: list[dict[str, Any]], id_param: dict[str, Any], limit: d
                                       "responses": page}},
         "/ops/search": {
             "get": {"summary": "Dashboard: search", "security": secured,
-                    "parameters": [{"name": "q", "in": "query", "schema": {"type": "string"}}],
+                    "parameters": [{"name": "q", "in": "query", "schema": _text()}],
                     "responses": page},
             "post": {"summary": "Dashboard: search (the form posts, so a NIK stays out of URLs)",
                      "security": secured, "requestBody": _form({"q": {"type": "string"}}),
                      "responses": {**page, "403": refused}}},
         "/ops/login": {
             "get": {"summary": "The login form",
-                    "parameters": [{"name": "next", "in": "query", "schema": {"type": "string"}}],
+                    "parameters": [{"name": "next", "in": "query", "schema": _text()}],
                     "responses": {"200": _html(), **_problems(400)}},
             "post": {"summary": "Sign in with an ops key: sets the HttpOnly session cookie (same origin only)",
-                     "requestBody": _form({"key": {"type": "string"}, "next": {"type": "string"}}),
+                     "requestBody": _form({"key": _text(), "next": _text()}),
                      "responses": {"302": _REDIRECT, "401": _html("the key is not valid"),
                                    "403": _html("cross-site, or the key lacks the ops scope"),
                                    **_problems(400)}}},
