@@ -8,12 +8,19 @@ batches of ``--batch`` with ``Tracker._flush``, as the consumer does.  Events of
 of bundles arrive interleaved, as outcomes of concurrent calls do.
 
     .venv/bin/python -m bench.tracker_events [--database-url URL] [--bundles N] [--batch N]
+    .venv/bin/python -m bench.tracker_events --broker amqp://guest:guest@127.0.0.1:5672/%2F
+
+``--broker``: the events are published (before the clock starts) to ``<ns>.status`` of a
+namespace of the bench's own on that RabbitMQ, and ``Tracker.run`` consumes them --
+pika's delivery handling and acks included -- until every one is acked; the namespace's
+queues and exchanges are deleted at the end.
 
 ``--database-url``: none for a fresh SQLite file; a PostgreSQL admin URL
 (``postgresql://postgres@127.0.0.1:5432/postgres``) to create and drop a database of our
 own.  Reports CPU ms per event (the process's CPU time around the feed, so the database
 server's own CPU is not in it) and statements per event (every statement SQLAlchemy sends
-to the driver, an ``executemany`` counting once; ``BEGIN``/``COMMIT`` not included).
+to the driver, an ``executemany`` counting once, the tracker's own driver statements
+(``records.DriverStatement``) included; ``BEGIN``/``COMMIT`` not included).
 """
 
 from __future__ import annotations
@@ -100,8 +107,60 @@ def _events(engine: Any, app_ids: list[str], *, sent: bool, window: int, rng: ra
     return out
 
 
+def _publish(broker: str, names: Any, agencies: list[Any], raw: list[bytes]) -> None:
+    """Declare the namespace and put ``raw`` on its tracker queue, confirmed."""
+    import pika
+
+    from broker.topology import declare_for
+    connection = pika.BlockingConnection(pika.URLParameters(broker))
+    try:
+        channel = connection.channel()
+        declare_for(channel, names, agencies)
+        channel.confirm_delivery()
+        props = pika.BasicProperties(delivery_mode=2, content_type="application/json",
+                                     headers={"traceparent": "00-" + "0" * 32 + "-" + "0" * 16 + "-01"})
+        for body in raw:
+            channel.basic_publish(names.status, "bench-fast.bench.approved", body, props)
+    finally:
+        connection.close()
+
+
+def _delete_namespace(broker: str, names: Any, agencies: list[Any]) -> None:
+    import pika
+
+    from broker.topology import delete_for
+    connection = pika.BlockingConnection(pika.URLParameters(broker))
+    try:
+        delete_for(connection.channel(), names, agencies)
+    finally:
+        connection.close()
+
+
+def _consume(tracker: Any, total: int) -> int:
+    """Run ``tracker`` on the broker until ``total`` deliveries were applied and acked; returns
+    how many were."""
+    received = applied = 0
+    on_status, flush = tracker._on_status, tracker._flush
+
+    def counting_status(*args: Any) -> None:
+        nonlocal received
+        received += 1
+        on_status(*args)
+
+    def counting_flush(channel: Any) -> None:
+        nonlocal applied
+        pending = len(tracker._batch)
+        flush(channel)
+        applied += pending
+        if applied >= total:
+            tracker.stop()
+    tracker._on_status, tracker._flush = counting_status, counting_flush
+    tracker.run()
+    return applied
+
+
 def run(admin: str | None, *, bundles: int, batch: int, sent: bool, webhook: bool, window: int,
-        seed: int) -> dict[str, float]:
+        seed: int, broker: str | None = None) -> dict[str, float]:
     workdir = Path(tempfile.mkdtemp(prefix="satupintu-tracker-bench-"))
     url, drop = _database(admin, workdir)
     engine = None
@@ -133,16 +192,39 @@ def run(admin: str | None, *, bundles: int, batch: int, sent: bool, webhook: boo
             nonlocal statements
             statements += 1
         sa_event.listen(engine, "before_cursor_execute", count)
-        tracker = Tracker(engine, catalog, amqp_urls=(), namespace="bench", batch=batch)
+        from gateway.store import records
+        driver_run = getattr(records, "DriverStatement", None)
+        if driver_run is not None:  # the tracker's own driver statements count too
+            original_run = driver_run._run
+
+            def counted_run(self: Any, *args: Any, **kwargs: Any) -> Any:
+                count()
+                return original_run(self, *args, **kwargs)
+            driver_run._run = counted_run
+        namespace = f"bench-trk-{uuid.uuid4().hex[:8]}"
+        urls = (broker,) if broker else ()
+        tracker = Tracker(engine, catalog, amqp_urls=urls, namespace=namespace, batch=batch)
         channel = _Channel()
         props = SimpleNamespace(headers={"traceparent": "00-" + "0" * 32 + "-" + "0" * 16 + "-01"}, message_id=None)
         with engine.connect():  # warm the pool: the consumer's connection is open already
             pass
-        started_cpu, started_wall = time.process_time(), time.perf_counter()
-        for tag, body in enumerate(raw, start=1):
-            tracker._on_status(channel, SimpleNamespace(delivery_tag=tag), props, body)
-        tracker._flush(channel)
-        cpu, wall = time.process_time() - started_cpu, time.perf_counter() - started_wall
+        agencies = list(catalog.agencies.values())
+        try:
+            if broker:
+                _publish(broker, tracker.names, agencies, raw)
+            started_cpu, started_wall = time.process_time(), time.perf_counter()
+            if broker:
+                channel.acked = _consume(tracker, len(raw))
+            else:
+                for tag, body in enumerate(raw, start=1):
+                    tracker._on_status(channel, SimpleNamespace(delivery_tag=tag), props, body)
+                tracker._flush(channel)
+            cpu, wall = time.process_time() - started_cpu, time.perf_counter() - started_wall
+        finally:
+            if broker:
+                _delete_namespace(broker, tracker.names, agencies)
+            if driver_run is not None:
+                driver_run._run = original_run
         sa_event.remove(engine, "before_cursor_execute", count)
 
         with engine.connect() as conn:
@@ -170,11 +252,13 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--webhook", action="store_true", help="the client has a webhook URL")
     parser.add_argument("--window", type=int, default=20, help="bundles whose events arrive interleaved")
     parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument("--broker", default=None,
+                        help="an AMQP URL: the events go through RabbitMQ and Tracker.run (default: in-process)")
     parser.add_argument("--json", action="store_true", help="one JSON line instead of text")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING)
     result = run(args.database_url, bundles=args.bundles, batch=args.batch, sent=args.sent, webhook=args.webhook,
-                 window=args.window, seed=args.seed)
+                 window=args.window, seed=args.seed, broker=args.broker)
     if args.json:
         print(json.dumps(result))
     else:

@@ -230,11 +230,39 @@ class Tracker:
         self.stopping = threading.Event()
         # (delivery tag, application id, event id or None, the work, log correlation)
         self._batch: list[tuple[int, str, str | None, Callable[[Connection], Any], dict[str, Any]]] = []
+        # The store connection the batches run on, kept between them (``_store``).
+        self._conn: Connection | None = None
 
     def stop(self) -> None:
         self.stopping.set()
 
     def run(self) -> None:
+        try:
+            self._consume()
+        finally:
+            self._drop_store(invalidate=False)
+
+    def _store(self) -> Connection:
+        """The store connection for the next batch, checked out once and kept: a checkout,
+        its pre-ping (PostgreSQL) and the return to the pool per batch cost more than a
+        small batch's statements.  Dropped (``_drop_store``) after a store error."""
+        if self._conn is None or self._conn.closed:
+            self._conn = self.engine.connect()
+        return self._conn
+
+    def _drop_store(self, *, invalidate: bool) -> None:
+        """Give the kept connection back -- discarded, after a store error: it may be dead."""
+        conn, self._conn = self._conn, None
+        if conn is None:
+            return
+        try:
+            if invalidate:
+                conn.invalidate()
+            conn.close()
+        except Exception:  # noqa: BLE001 -- it is being thrown away
+            log.debug("closing the store connection failed", exc_info=True)
+
+    def _consume(self) -> None:
         while not self.stopping.is_set():
             connection = connect_with_backoff(self.urls, name="satupintu-tracker", stopping=self.stopping.is_set)
             if connection is None:
@@ -297,7 +325,8 @@ class Tracker:
         last_tag = max(tag for tag, *_ in batch)
         for attempt in range(5):
             try:
-                with self.engine.begin() as conn:
+                conn = self._store()
+                with conn.begin():
                     applied = EventBatch.open(conn)
                     try:
                         applied.load(conn, (item[1] for item in ordered), (item[2] for item in ordered))
@@ -308,6 +337,7 @@ class Tracker:
                         applied.forget()
                 break
             except OperationalError as exc:  # store busy or briefly away (or a deadlock): try again
+                self._drop_store(invalidate=True)  # the next attempt starts on a fresh connection
                 log.warning("store error applying %d event(s) (attempt %d): %s", len(batch), attempt + 1, exc,
                             extra=batch[0][4])
                 time.sleep(0.2 * (attempt + 1))
@@ -315,4 +345,19 @@ class Tracker:
             channel.basic_nack(last_tag, multiple=True, requeue=True)
             return
         # Every delivery of this channel up to last_tag is in the batch or already rejected.
-        channel.basic_ack(last_tag, multiple=True)
+        _ack(channel, last_tag)
+
+
+def _ack(channel: Any, tag: int) -> None:
+    """``basic_ack(tag, multiple=True)``, the frame left in the connection's output buffer.
+
+    ``BlockingChannel.basic_ack`` also runs the ioloop until the frame is written (a poll
+    per batch); ``run`` polls again at once anyway, and writes it then.  Should the
+    connection be lost before that, the batch is redelivered and its event ids found
+    stored: nothing is applied twice.  (The frame and its order are the same either way.)
+    """
+    impl = getattr(channel, "_impl", None)  # pika's BlockingChannel wraps the channel proper
+    if impl is not None and hasattr(impl, "basic_ack"):
+        impl.basic_ack(delivery_tag=tag, multiple=True)
+    else:
+        channel.basic_ack(tag, multiple=True)

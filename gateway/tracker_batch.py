@@ -26,6 +26,9 @@ _LOCK_APPLICATIONS = (select(t.applications)
 _REQUESTS = (select(t.requests).where(t.requests.c.application_id.in_(bindparam("application_ids", expanding=True)))
              .order_by(t.requests.c.application_id, t.requests.c.step))
 _REQUEST_COLUMNS = ("status", "attempts", "updated_at", "agency_reference", "reason")
+# Run on the driver (``records.DriverStatement``): the batch's rows in one ``fetchall`` each.
+_LOCK_APPLICATIONS_DRIVER = records.DriverStatement(_LOCK_APPLICATIONS)
+_REQUESTS_DRIVER = records.DriverStatement(_REQUESTS)
 
 
 class EventBatch:
@@ -74,12 +77,12 @@ class EventBatch:
         chain heads, and look up which of ``event_ids`` are stored already."""
         ids = sorted({i for i in application_ids if i})
         if ids:
-            for row in conn.execute(_LOCK_APPLICATIONS, {"application_ids": ids}):
-                self.apps[row.id] = SimpleNamespace(**row._mapping)
-                self.requests[row.id] = []
+            for row in _LOCK_APPLICATIONS_DRIVER.rows(conn, {"application_ids": ids}):
+                self.apps[row["id"]] = SimpleNamespace(**row)
+                self.requests[row["id"]] = []
             if self.apps:
-                for row in conn.execute(_REQUESTS, {"application_ids": sorted(self.apps)}):
-                    self.requests[row.application_id].append(SimpleNamespace(**row._mapping))
+                for row in _REQUESTS_DRIVER.rows(conn, {"application_ids": sorted(self.apps)}):
+                    self.requests[row["application_id"]].append(SimpleNamespace(**row))
         records.defer_events(conn, [i for i in event_ids if i], self.apps)
         notifier.defer(conn)
 
@@ -118,11 +121,10 @@ class EventBatch:
             else:
                 plain.append(values)
         for params in (plain, with_output):
-            if params:
-                conn.execute(records.UPDATE_REQUEST, params)  # every row of one executemany sets the same columns
-        if self.app_writes:
-            conn.execute(records.SET_APPLICATION_STATUS, [{"app_id": app.id, "new_status": app.status, "moment": app.updated_at}
-                                              for app in self.app_writes.values()])
+            records.UPDATE_REQUESTS.executemany(conn, params)  # every row of one executemany sets the same columns
+        records.SET_APPLICATIONS_STATUS.executemany(
+            conn, [{"app_id": app.id, "new_status": app.status, "moment": app.updated_at}
+                   for app in self.app_writes.values()])
         records.write_deferred_events(conn)
         notifier.write_deferred(conn)
         self.forget()

@@ -17,6 +17,7 @@ from sqlalchemy import Connection, and_, bindparam, func, insert, or_, select, u
 from sqlalchemy.dialects import postgresql, sqlite
 
 from . import tables as t
+from .engine import translate
 
 GENESIS = "0" * 64
 # PostgreSQL: each outbox write notifies this channel at commit, waking the relay at once.
@@ -42,6 +43,86 @@ def new_id(prefix: str) -> str:
 
 def canonical(value: Any) -> str:
     return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False, default=str)
+
+
+# --- statements run on the driver's cursor (the tracker's batch) -----------------------------
+
+class DriverStatement:
+    """A statement SQLAlchemy compiles once per dialect and parameter names, run on the driver.
+
+    What ``Connection.execute`` does for it -- the dialect's SQL (bind casts included), each
+    bind's processor, each result column's processor, the driver's errors raised as
+    SQLAlchemy's -- without its per-call machinery (an execution context, a cache key,
+    ``construct_params`` per row, a result with ``fetchone`` per row), which cost the tracker's
+    batch more than its statements.  It runs in ``conn``'s transaction, on its driver
+    connection; SQLAlchemy's cursor events do not see it.  Every bind must be given: a column
+    default SQLAlchemy would fill in is refused when compiled.
+    """
+
+    def __init__(self, statement: Any):
+        self.statement = statement
+        self._compiled: dict[tuple[Any, tuple[str, ...]], Any] = {}
+
+    def _prepare(self, dialect: Any, keys: tuple[str, ...]) -> Any:
+        compiled = self.statement.compile(dialect=dialect, column_keys=list(keys))
+        processors = {name: bind.type.dialect_impl(dialect).bind_processor(dialect)
+                      for bind, name in compiled.bind_names.items()}
+        missing = sorted(name for bind, name in compiled.bind_names.items()
+                         if name not in keys and not bind.expanding)
+        if missing:
+            raise ValueError(f"no parameters for {missing} in {compiled.string!r}")
+        order = tuple(compiled.positiontup) if compiled.positional else tuple(processors)
+        prepared = (compiled, tuple((name, processors[name]) for name in order))
+        self._compiled[(dialect, keys)] = prepared
+        return prepared
+
+    def _run(self, conn: Connection, sql: str, params: Any, many: bool) -> Any:
+        dialect = conn.dialect
+        cursor = conn.connection.driver_connection.cursor()
+        try:
+            if many:
+                cursor.executemany(sql, params)
+            else:
+                cursor.execute(sql, params)
+            return cursor.fetchall() if cursor.description is not None else None
+        except dialect.loaded_dbapi.Error as error:
+            raise translate(error, dialect, sql, params) from error
+        finally:
+            cursor.close()
+
+    def executemany(self, conn: Connection, rows: list[dict[str, Any]]) -> None:
+        """Run the statement once per row of ``rows``, which all name the same parameters."""
+        if not rows:
+            return
+        keys = tuple(rows[0])
+        compiled, processors = self._compiled.get((conn.dialect, keys)) or self._prepare(conn.dialect, keys)
+        if compiled.positional:
+            params: list[Any] = [tuple([row[k] if p is None else p(row[k]) for k, p in processors]) for row in rows]
+        else:
+            params = [{k: row[k] if p is None else p(row[k]) for k, p in processors} for row in rows]
+        self._run(conn, compiled.string, params if len(params) > 1 else params[0], many=len(params) > 1)
+
+    def rows(self, conn: Connection, params: dict[str, Any]) -> list[dict[str, Any]]:
+        """The rows a query selects with ``params`` (expanding ``IN`` lists allowed), each a dict
+        of column name to value as SQLAlchemy would give it."""
+        keys = tuple(params)
+        compiled, _ = self._compiled.get((conn.dialect, keys)) or self._prepare(conn.dialect, keys)
+        state = compiled.construct_expanded_state(params)  # renders the IN lists
+        values, processors = state.parameters, state.processors
+        encoded = {k: (processors[k](v) if processors.get(k) else v) for k, v in values.items()}
+        driver_params: Any = (tuple(encoded[k] for k in state.positiontup) if compiled.positional else encoded)
+        fetched = self._run(conn, state.statement, driver_params, many=False) or []
+        columns = self._result_columns(conn.dialect)
+        return [{name: (value if p is None else p(value)) for (name, p), value in zip(columns, row)}
+                for row in fetched]
+
+    def _result_columns(self, dialect: Any) -> tuple[tuple[str, Any], ...]:
+        key = (dialect, ("<result>",))
+        if key not in self._compiled:
+            self._compiled[key] = tuple(
+                (column.key, column.type.dialect_impl(dialect).result_processor(dialect, None))
+                for column in self.statement.selected_columns)
+        return self._compiled[key]
 
 
 # --- applications and requests -----------------------------------------------------------
@@ -131,6 +212,10 @@ _HEADS_AND_STORED = (select(t.events.c.id, t.events.c.application_id, t.events.c
                                                   .group_by(t.events.c.application_id)),
                                 t.events.c.event_id.in_(bindparam("event_ids", expanding=True)))))
 
+
+# The tracker batch's (``defer_events``, ``write_deferred_events``), run on the driver.
+_HEADS_AND_STORED_DRIVER = DriverStatement(_HEADS_AND_STORED)
+INSERT_EVENTS = DriverStatement(insert(t.events).inline())  # inline(): no RETURNING of the ids
 
 _INSERT_EVENT_ONCE: dict[str, Any] = {}
 
@@ -244,12 +329,13 @@ def defer_events(conn: Connection, event_ids: Iterable[str] = (), application_id
         heads = _chain_heads(conn)
         newest: dict[str, tuple[int, str]] = {}
         wanted = set(apps)
-        for row in conn.execute(_HEADS_AND_STORED, {"application_ids": apps, "event_ids": sorted(ids)}):
-            if row.event_id in ids:
-                stored.add(row.event_id)
+        for row in _HEADS_AND_STORED_DRIVER.rows(conn, {"application_ids": apps, "event_ids": sorted(ids)}):
+            if row["event_id"] in ids:
+                stored.add(row["event_id"])
             # An application's head is its newest row; a stored event of it is never newer.
-            if row.application_id in wanted and row.id > newest.get(row.application_id, (0, ""))[0]:
-                newest[row.application_id] = (row.id, row.hash)
+            application_id = row["application_id"]
+            if application_id in wanted and row["id"] > newest.get(application_id, (0, ""))[0]:
+                newest[application_id] = (row["id"], row["hash"])
         for application_id in apps:
             heads.setdefault(application_id, newest[application_id][1] if application_id in newest else GENESIS)
     transaction_memo(conn, "deferred_events")["events"] = _DeferredEvents(ids, stored)
@@ -261,7 +347,7 @@ def write_deferred_events(conn: Connection) -> int:
     deferred = memo.pop("events", None)
     if deferred is None or not deferred.rows:
         return 0
-    conn.execute(_INSERT_EVENT, deferred.rows)
+    INSERT_EVENTS.executemany(conn, deferred.rows)
     return len(deferred.rows)
 
 
@@ -294,6 +380,9 @@ _INSERT_OUTBOX = insert(t.outbox)
 UPDATE_REQUEST = update(t.requests).where(t.requests.c.id == bindparam("request_row_id"))
 SET_APPLICATION_STATUS = (update(t.applications).where(t.applications.c.id == bindparam("app_id"))
                           .values(status=bindparam("new_status"), updated_at=bindparam("moment")))
+# The same, for the tracker's batch (``tracker_batch.EventBatch.finish``): on the driver.
+UPDATE_REQUESTS = DriverStatement(UPDATE_REQUEST)
+SET_APPLICATIONS_STATUS = DriverStatement(SET_APPLICATION_STATUS)
 
 
 def enqueue(conn: Connection, *, exchange: str, routing_key: str, body: dict[str, Any],
