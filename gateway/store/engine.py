@@ -24,14 +24,14 @@ log = logging.getLogger("satupintu.store")
 # WAL past 1,000 pages -- while that writer still holds the write lock (ours and SQLite's),
 # so every other writer waits the ~6 ms a checkpoint takes.  A background thread does it
 # instead (``_Checkpoints``), every CHECKPOINT_EVERY write commits of a process; SQLite's
-# own is left on as a safety net, above what that thread lets the WAL reach.  Fewer, larger
-# checkpoints copy a page written by many commits fewer times: ``bench.submit_call`` (CPU per
-# submission, 3 interleaved runs) gave 1.008 / 0.947 / 0.909 / 0.892 / 0.874 ms for every
-# 32 / 64 / 128 / 256 / 512 commits from 1 thread; from 8 threads 128 was best (0.852 ms,
-# against 0.902 at 64 and ~0.92 at 256 and 512).  A commit appends ~20 WAL pages alone and
-# ~50 in a group of the 8-thread bench, so 128 commits stay under the 10,000-page net
-# (256 would not: SQLite's own checkpoint would then run inside a commit, lock held).
-CHECKPOINT_EVERY = 128
+# own is left on as a safety net, above what that thread lets the WAL reach.  The count is
+# per process, the WAL is shared: under ``bench submit`` (~1,150 submissions/s from two
+# gateway processes) every 128 commits let the WAL pass SQLite's 10,000 pages between two of
+# our checkpoints, so SQLite's own ran inside commits, every writer waiting: p99 60 ms, with
+# all 16 clients stalled together every ~0.8 s.  Every 32 or 64: p99 29 ms, the same
+# throughput; 64 costs less CPU (``bench.submit_call``: fewer, larger checkpoints copy a page
+# written by many commits fewer times).
+CHECKPOINT_EVERY = 64
 AUTOCHECKPOINT_PAGES = 10_000
 
 
