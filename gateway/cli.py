@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import gc
 import json
 import os
 import secrets
@@ -45,6 +46,9 @@ def _run_until_signal(component: Any) -> int:
         component.stop()
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
+    # What the role built to start (catalog, adapters and their WSGI/zeep clients, the
+    # engine) lives as long as the process: full collections need not walk it (decision 35).
+    gc.freeze()
     component.run()
     return 0
 
