@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import os
 import signal
+import socket
 import subprocess
 import sys
+import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -183,3 +186,34 @@ class Stack:
             text = path.read_text(errors="replace").splitlines()[-lines:]
             out.append(f"--- {path.name}\n" + "\n".join(text))
         return "\n".join(out)
+
+
+def read_head(conn: socket.socket, data: bytes = b"") -> bytes:
+    """Read from ``conn`` until an HTTP head's blank line (or the peer closes); all read so far."""
+    while b"\r\n\r\n" not in data:
+        chunk = conn.recv(65536)
+        if not chunk:
+            break
+        data += chunk
+    return data
+
+
+def writer_lock_free_elsewhere(queue: Any) -> bool:
+    """Whether another thread could take the SQLite writer lock of ``queue`` (a
+    ``gateway.store.engine._WriterQueue``) right now; it gives it back at once."""
+    got = []
+
+    def attempt() -> None:
+        holder = queue._holder()
+        try:
+            fcntl.flock(holder.fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            got.append(False)
+        else:
+            fcntl.flock(holder.fd, fcntl.LOCK_UN)
+            got.append(True)
+
+    thread = threading.Thread(target=attempt)
+    thread.start()
+    thread.join(5)
+    return got == [True]

@@ -13,6 +13,7 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
+from support import read_head
 from werkzeug.serving import make_server
 from werkzeug.wrappers import Response
 
@@ -50,12 +51,7 @@ def _raw_server(answer: bytes) -> tuple[str, socket.socket]:
             except OSError:
                 return
             with conn:
-                data = b""
-                while b"\r\n\r\n" not in data:
-                    chunk = conn.recv(65536)
-                    if not chunk:
-                        break
-                    data += chunk
+                read_head(conn)
                 conn.sendall(answer)
     threading.Thread(target=serve, daemon=True).start()
     return f"http://127.0.0.1:{listener.getsockname()[1]}", listener

@@ -6,6 +6,7 @@ import socket
 import threading
 
 import pytest
+from support import read_head
 
 from bench.load import Client
 
@@ -27,12 +28,7 @@ class CannedServer:
             self.connections += 1
             with conn:
                 while self.answers:
-                    data = b""
-                    while b"\r\n\r\n" not in data:
-                        chunk = conn.recv(65536)
-                        if not chunk:
-                            break
-                        data += chunk
+                    data = read_head(conn)
                     if not data:
                         break
                     head, _, body = data.partition(b"\r\n\r\n")

@@ -4,11 +4,11 @@ whatever happens, rollback on error, commits counted for the checkpoints, the co
 back in the pool."""
 
 import sqlite3
-import threading
 
 import pytest
 from sqlalchemy import text
 from sqlalchemy.exc import OperationalError
+from support import writer_lock_free_elsewhere
 
 from gateway.store import engine as store_engine
 from gateway.store.engine import _WRITERS, driver_transaction, make_engine
@@ -24,24 +24,8 @@ def engine(tmp_path):
 
 
 def lock_is_free(engine) -> bool:
-    """Whether another thread could take the writer lock right now (it gives it back at once)."""
-    free = []
-
-    def attempt() -> None:
-        import fcntl
-        holder = _WRITERS[engine]._holder()
-        try:
-            fcntl.flock(holder.fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            free.append(False)
-        else:
-            fcntl.flock(holder.fd, fcntl.LOCK_UN)
-            free.append(True)
-
-    thread = threading.Thread(target=attempt)
-    thread.start()
-    thread.join(5)
-    return free == [True]
+    """Whether another thread could take the engine's writer lock right now."""
+    return writer_lock_free_elsewhere(_WRITERS[engine])
 
 
 def stored(engine) -> list[int]:

@@ -1,42 +1,23 @@
 """The SQLite writer queue (``gateway/store/engine.py``): one writer at a time, across threads
 and processes alike, re-entrant per thread, and never left locked by a thread that ended."""
 
-import fcntl
 import gc
 import threading
 
+from support import writer_lock_free_elsewhere
+
 from gateway.store.engine import _WriterQueue
-
-
-def _try_lock_elsewhere(queue: _WriterQueue) -> bool:
-    """Whether another thread could take ``queue`` right now (it gives it back at once)."""
-    got = []
-
-    def attempt() -> None:
-        holder = queue._holder()
-        try:
-            fcntl.flock(holder.fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            got.append(False)
-        else:
-            fcntl.flock(holder.fd, fcntl.LOCK_UN)
-            got.append(True)
-
-    thread = threading.Thread(target=attempt)
-    thread.start()
-    thread.join(5)
-    return got == [True]
 
 
 def test_a_writer_keeps_other_threads_out_until_its_outermost_release(tmp_path):
     queue = _WriterQueue(str(tmp_path / "s.db"))
     queue.acquire()
     queue.acquire()  # a nested write of the same thread does not wait for itself
-    assert not _try_lock_elsewhere(queue)
+    assert not writer_lock_free_elsewhere(queue)
     queue.release()
-    assert not _try_lock_elsewhere(queue)
+    assert not writer_lock_free_elsewhere(queue)
     queue.release()
-    assert _try_lock_elsewhere(queue)
+    assert writer_lock_free_elsewhere(queue)
 
 
 def test_a_thread_that_ends_holding_the_lock_lets_the_next_writer_in(tmp_path):
@@ -46,7 +27,7 @@ def test_a_thread_that_ends_holding_the_lock_lets_the_next_writer_in(tmp_path):
     thread.join(5)
     del thread
     gc.collect()
-    assert _try_lock_elsewhere(queue)
+    assert writer_lock_free_elsewhere(queue)
 
 
 def test_writers_take_turns(tmp_path):
