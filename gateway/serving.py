@@ -68,7 +68,8 @@ def _supported() -> bool:
 
 
 class KeepingThreadWorker(ThreadWorker):
-    """gthread, whose threads answer a connection's next request without the poller round trip."""
+    """gthread, whose threads answer a connection's next request without the poller round trip,
+    and whose processes share new connections out instead of racing for them."""
 
     hold = DEFAULT_HOLD_MS / 1000
     spread = 0.0
