@@ -1,13 +1,14 @@
 """Per-agency limits on calls: how many at once, how many per second, and when not at all.
 
-- **In flight**: a semaphore per agency makes ``limits.concurrency`` a hard bound on the
+- **In flight**: the agency's slots (``concurrency`` tokens, ``AgencyLimits.take_slot``)
+  make ``limits.concurrency`` a hard bound on the
   calls of the whole process (calls of a previous connection may still be running after a
   reconnect).  The agency channel's prefetch is a little larger (``prefetch``): a
   delivery holds its prefetch slot until its outcome is confirmed and acked, and the
   broker's next delivery takes a round trip more, so a prefetch equal to the concurrency
   left the agency's slots idle for that long after every call (a fifth of them, measured
-  with 200 ms calls).  The deliveries beyond the concurrency wait on the semaphore and
-  start the moment a call ends.
+  with 200 ms calls).  The deliveries beyond the concurrency wait for a slot and start
+  the moment a call ends.
 - **Rate**: ``limits.rate_per_second`` spaces calls evenly (1/rate apart) across every
   thread of the process, lookups included, since each is a call the agency serves.
 - **Maintenance windows** (``maintenance:`` in the agency file) defer calls: the worker
