@@ -1,9 +1,8 @@
 """Per-agency limits on calls: how many at once, how many per second, and when not at all.
 
 - **In flight**: the agency's slots (``concurrency`` tokens, ``AgencyLimits.take_slot``)
-  make ``limits.concurrency`` a hard bound on the
-  calls of the whole process (calls of a previous connection may still be running after a
-  reconnect).  The agency channel's prefetch is a little larger (``prefetch``): a
+  make ``limits.concurrency`` a hard bound on the calls of the whole process (calls of a
+  previous connection may still be running after a reconnect).  The agency channel's prefetch is a little larger (``prefetch``): a
   delivery holds its prefetch slot until its outcome is confirmed and acked, and the
   broker's next delivery takes a round trip more, so a prefetch equal to the concurrency
   left the agency's slots idle for that long after every call (a fifth of them, measured
