@@ -129,9 +129,9 @@ def test_an_application_settled_at_submission_queues_its_webhook_in_the_same_tra
     assert audit.verify(engine).broken is None
 
 
+@pytest.mark.postgresql_only  # LISTEN/NOTIFY is PostgreSQL's
 def test_a_submission_wakes_the_relay_at_commit_on_postgresql(client, auth, example, engine):
-    if engine.dialect.name != "postgresql":
-        pytest.skip("LISTEN/NOTIFY is PostgreSQL's")
+    assert engine.dialect.name == "postgresql"
     import psycopg
 
     from gateway.store.records import OUTBOX_CHANNEL
