@@ -217,3 +217,34 @@ def writer_lock_free_elsewhere(queue: Any) -> bool:
     thread.start()
     thread.join(5)
     return got == [True]
+
+
+def impatient_sqlite_engine(database: Path) -> Any:
+    """A store engine on ``database`` (a SQLite file) that gives up waiting for SQLite's write
+    lock after 50 ms, with an empty table ``probe (n INTEGER)``."""
+    from sqlalchemy import event
+
+    from gateway.store.engine import make_engine
+    engine = make_engine(f"sqlite:///{database}")
+
+    @event.listens_for(engine, "connect")
+    def _impatient(dbapi_connection, _record):  # noqa: ANN001 -- after make_engine's own 30 s
+        dbapi_connection.execute("PRAGMA busy_timeout=50")
+
+    with engine.begin() as conn:  # WAL mode on, before another program takes the lock
+        conn.exec_driver_sql("CREATE TABLE probe (n INTEGER)")
+    engine.dispose()
+    return engine
+
+
+@contextlib.contextmanager
+def sqlite_write_lock_held(database: Path):  # noqa: ANN201
+    """Another program holding SQLite's write lock on ``database`` meanwhile."""
+    import sqlite3
+    blocker = sqlite3.connect(database, isolation_level=None)
+    blocker.execute("BEGIN IMMEDIATE")
+    try:
+        yield
+    finally:
+        blocker.rollback()
+        blocker.close()

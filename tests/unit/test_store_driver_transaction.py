@@ -3,12 +3,11 @@ what ``engine.begin()`` guarantees -- SQLite's writer lock held exactly inside i
 whatever happens, rollback on error, commits counted for the checkpoints, the connection
 back in the pool."""
 
-import sqlite3
 
 import pytest
 from sqlalchemy import text
 from sqlalchemy.exc import OperationalError
-from support import writer_lock_free_elsewhere
+from support import impatient_sqlite_engine, sqlite_write_lock_held, writer_lock_free_elsewhere
 
 from gateway.store import engine as store_engine
 from gateway.store.engine import _WRITERS, driver_transaction, make_engine
@@ -59,24 +58,9 @@ def test_an_error_inside_rolls_back_and_lets_the_next_writer_in(engine):
 
 def test_a_begin_that_fails_is_sqlalchemys_error_and_lets_go_of_the_lock(tmp_path):
     database = tmp_path / "busy.db"
-    engine = make_engine(f"sqlite:///{database}")
-    from sqlalchemy import event
-
-    @event.listens_for(engine, "connect")
-    def _impatient(dbapi_connection, _record):  # after make_engine's own 30 s
-        dbapi_connection.execute("PRAGMA busy_timeout=50")
-
-    with engine.begin() as conn:  # WAL mode on, before another program takes the lock
-        conn.execute(text("CREATE TABLE probe (n INTEGER)"))
-    engine.dispose()
-    blocker = sqlite3.connect(database, isolation_level=None)
-    blocker.execute("BEGIN IMMEDIATE")  # another program holding SQLite's write lock
-    try:
-        with pytest.raises(OperationalError), driver_transaction(engine):
-            pytest.fail("the transaction began while another held SQLite's lock")
-    finally:
-        blocker.rollback()
-        blocker.close()
+    engine = impatient_sqlite_engine(database)
+    with sqlite_write_lock_held(database), pytest.raises(OperationalError), driver_transaction(engine):
+        pytest.fail("the transaction began while another held SQLite's lock")
     assert lock_is_free(engine)
     assert engine.pool.checkedout() == 0
     engine.dispose()

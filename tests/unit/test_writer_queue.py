@@ -4,7 +4,7 @@ and processes alike, re-entrant per thread, and never left locked by a thread th
 import gc
 import threading
 
-from support import writer_lock_free_elsewhere
+from support import impatient_sqlite_engine, sqlite_write_lock_held, writer_lock_free_elsewhere
 
 from gateway.store.engine import _WriterQueue
 
@@ -54,32 +54,13 @@ def test_writers_take_turns(tmp_path):
 
 
 def test_a_write_that_cannot_begin_lets_the_next_writer_in(tmp_path):
-    import sqlite3
-
     import pytest
-    from sqlalchemy import event
     from sqlalchemy.exc import OperationalError
 
-    from gateway.store.engine import make_engine
-
     database = tmp_path / "store.db"
-    engine = make_engine(f"sqlite:///{database}")
-
-    @event.listens_for(engine, "connect")
-    def _impatient(dbapi_connection, _record):  # after make_engine's own 30 s
-        dbapi_connection.execute("PRAGMA busy_timeout=50")
-
-    with engine.begin() as conn:
-        conn.exec_driver_sql("CREATE TABLE probe (n INTEGER)")
-    engine.dispose()
-    blocker = sqlite3.connect(database, isolation_level=None)
-    blocker.execute("BEGIN IMMEDIATE")  # another program holding SQLite's write lock
-    try:
-        with pytest.raises(OperationalError), engine.begin():
-            pass  # the tracker retries on this very error
-    finally:
-        blocker.rollback()
-        blocker.close()
+    engine = impatient_sqlite_engine(database)
+    with sqlite_write_lock_held(database), pytest.raises(OperationalError), engine.begin():
+        pass  # the tracker retries on this very error
     done = threading.Event()
 
     def write() -> None:
