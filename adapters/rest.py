@@ -3,9 +3,10 @@
 Each operation names a method and a path template; the payload goes as the JSON body
 (POST, PUT, PATCH), the stable request id in the idempotency header, the answer is read
 (bounded) and mapped by ``adapters.answers``.  Redirects are never followed, every call
-has explicit (connect, read) timeouts, and a ``RestTransport`` (headers, auth, TLS, the
-egress-checking urllib3 pools; adapters/rest_transport.py) is built once, lazily, and
-shared by the worker's threads.
+has explicit (connect, read) timeouts, and a ``RestTransport`` (headers, auth, TLS,
+connections made by urllib3's egress-checking classes and kept per origin;
+adapters/rest_transport.py, the exchange itself in adapters/http_exchange.py) is built
+once, lazily, and shared by the worker's threads.
 """
 
 from __future__ import annotations

@@ -1,86 +1,67 @@
-"""The REST adapter's HTTP transport: urllib3 connection pools, without ``requests``.
+"""The REST adapter's HTTP transport: urllib3 makes the connections, we do the exchange.
 
 ``requests`` spent about a third of an agency call's CPU on things this adapter never
-uses (URL re-parsing and re-quoting, hooks, per-call TLS set-up on the pool, a
-case-insensitive copy of the answer's headers, a cookie jar).  A ``RestTransport`` does
-what is left: headers merged case-insensitively, auth applied, one ``urlopen`` on a pool
-of the egress-guarded ``PoolManager`` (adapters/egress.py, so every new connection is
-still checked, with the TLS settings fixed once when the pools are made), and the answer
-read within a byte limit.  Redirects are never followed, nothing is read from the
-environment (proxies, CA bundles, netrc), and no cookie outlives its call.
+uses, and ``http.client`` most of what was left (headers validated one regex at a time,
+the answer's head parsed through the ``email`` package, timeouts set twice per call).  A
+``RestTransport`` merges headers case-insensitively and applies auth; urllib3's
+egress-guarded connection class (adapters/egress.py: every new connection checked, TLS
+settings fixed once per origin) opens the connections; the exchange itself, one buffer
+sent and the answer parsed by llhttp, is adapters/http_exchange.py.  Connections are kept
+per origin, like urllib3's non-blocking pools.  Redirects are never followed, a request
+is never sent twice by this module, nothing is read from the environment (proxies, CA
+bundles, netrc), and no cookie outlives its call.
 
-urllib3's errors do not leak: they become the ``TransportFailure`` subclasses below,
-which ``adapters/rest.py`` turns into agency errors.
+Failures are the ``TransportFailure`` subclasses (from http_exchange), which
+``adapters/rest.py`` turns into agency errors; nothing from urllib3 leaks.
 """
 
 from __future__ import annotations
 
 import os
+import socket
+import ssl
+import threading
+import warnings
 from typing import Any
 
-from requests.utils import DEFAULT_ACCEPT_ENCODING, DEFAULT_CA_BUNDLE_PATH
-from urllib3 import HTTPResponse, Timeout
+from requests.utils import DEFAULT_CA_BUNDLE_PATH
+from urllib3 import Timeout
 from urllib3.connectionpool import HTTPConnectionPool
 from urllib3.exceptions import (
     ConnectTimeoutError,
     HTTPError,
-    InvalidHeader,
+    InsecureRequestWarning,
     LocationValueError,
     NewConnectionError,
-    ReadTimeoutError,
     SSLError,
 )
-from urllib3.util import Retry
+from urllib3.util.wait import wait_for_read
 
 from gateway.domain.errors import ConfigError
 
 from .egress import EgressPolicy, guarded_pool_manager
+from .http_exchange import (
+    Answer,
+    AnswerHeaders,
+    BadRequest,
+    BrokenOff,
+    ConnectionFailed,
+    ConnectTimedOut,
+    ReadTimedOut,
+    TlsFailed,
+    TooLarge,
+    TransportFailure,
+    encode_request,
+    read_answer,
+)
 
-# What a requests.Session sends besides its User-Agent, with this adapter's Accept.
-DEFAULT_HEADERS = {"Accept-Encoding": DEFAULT_ACCEPT_ENCODING,
-                   "Accept": "application/json", "Connection": "keep-alive"}
-_NO_RETRIES = Retry(total=False, redirect=False)  # a failure surfaces as itself, not as MaxRetryError
-_READ_CHUNK = 65536
+__all__ = ["DEFAULT_HEADERS", "Answer", "AnswerHeaders", "BadRequest", "BrokenOff", "ConnectTimedOut",
+           "ConnectionFailed", "Headers", "Outgoing", "ReadTimedOut", "RestTransport", "TlsFailed", "TooLarge",
+           "TransportFailure", "pool_tls"]
 
-
-class TransportFailure(Exception):
-    """Raised when a call did not produce a complete answer; ``str()`` says what happened."""
-
-
-class ConnectTimedOut(TransportFailure):
-    """Raised when no connection was made within the connect timeout."""
-
-
-class ReadTimedOut(TransportFailure):
-    """Raised when the agency did not answer within the read timeout."""
-
-
-class TlsFailed(TransportFailure):
-    """Raised when the TLS handshake failed (certificate not trusted, refused, ...)."""
-
-
-class BadRequest(TransportFailure):
-    """Raised when the request cannot be sent at all (malformed URL or header, unknown scheme)."""
-
-
-class ConnectionFailed(TransportFailure):
-    """Raised when the connection was refused, dropped or not allowed (egress policy)."""
-
-
-class BrokenOff(TransportFailure):
-    """Raised when the answer's body stopped before it was complete."""
-
-    def __init__(self, message: str, status: int) -> None:
-        super().__init__(message)
-        self.status = status
-
-
-class TooLarge(TransportFailure):
-    """Raised when the answer is larger than the limit; ``partial`` is what was read of it."""
-
-    def __init__(self, status: int, partial: bytes | None) -> None:
-        super().__init__(f"answer larger than the limit (HTTP {status})")
-        self.status, self.partial = status, partial
+# What a requests.Session sends besides its User-Agent, with this adapter's Accept.  Only the
+# codings http_exchange decodes (requests would add br and zstd when their packages are installed).
+DEFAULT_HEADERS = {"Accept-Encoding": "gzip, deflate", "Accept": "application/json", "Connection": "keep-alive"}
 
 
 class Outgoing:
@@ -91,15 +72,6 @@ class Outgoing:
 
     def __init__(self, method: str, url: str, headers: dict[str, str], body: bytes | None) -> None:
         self.method, self.url, self.headers, self.body = method, url, headers, body
-
-
-class Answer:
-    """A complete answer: status, reason, headers (case-insensitive lookups) and body."""
-
-    __slots__ = ("body", "headers", "reason", "status")
-
-    def __init__(self, status: int, reason: str | None, headers: Any, body: bytes) -> None:
-        self.status, self.reason, self.headers, self.body = status, reason, headers, body
 
 
 class Headers(dict[str, str]):
@@ -158,8 +130,89 @@ def pool_tls(verify: bool | str, cert: tuple[str, str] | None) -> dict[str, Any]
     return kwargs
 
 
+
+class _Origin:
+    """The kept-alive connections to one ``scheme://host:port``, the most recent first (as
+    urllib3 keeps them).  A call never waits for a connection: with none idle, a new one is
+    opened; at most ``maxsize`` wait idle, and one given back to a full pool is closed."""
+
+    __slots__ = ("_closed", "_idle", "_lock", "_maxsize", "_pool", "_read_timeout", "host")
+
+    def __init__(self, pool: HTTPConnectionPool, maxsize: int, read_timeout: float | None) -> None:
+        self._pool = pool  # only to make connections: its egress-guarded class and its TLS settings
+        self._maxsize, self._read_timeout = maxsize, read_timeout
+        self._idle: list[socket.socket] = []
+        self._lock = threading.Lock()
+        self._closed = False
+        self.host = _host_header(pool)
+
+    def take(self) -> tuple[socket.socket, bool]:
+        """A connected socket and whether it carried a request before."""
+        while True:
+            with self._lock:
+                sock = self._idle.pop() if self._idle else None
+            if sock is None:
+                return self._connect(), False
+            # Readable while idle means the agency closed it (or sent garbage): never use it.
+            if not wait_for_read(sock, timeout=0.0):
+                return sock, True
+            sock.close()
+
+    def give_back(self, sock: socket.socket) -> None:
+        with self._lock:
+            if not self._closed and len(self._idle) < self._maxsize:
+                self._idle.append(sock)
+                return
+        sock.close()
+
+    def close(self) -> None:
+        with self._lock:
+            self._closed, idle, self._idle = True, self._idle, []
+        for sock in idle:
+            sock.close()
+
+    def _connect(self) -> socket.socket:
+        # The pool's own factory: the connection class checks the egress policy on connect
+        # and carries the TLS settings fixed when the pool was made.
+        conn = self._pool._new_conn()
+        try:
+            try:
+                conn.connect()
+            except NewConnectionError as exc:  # a subclass of ConnectTimeoutError, but not a timeout
+                raise ConnectionFailed(str(exc)) from exc
+            except (ConnectTimeoutError, TimeoutError) as exc:  # TimeoutError: during the TLS handshake
+                raise ConnectTimedOut(str(exc) or "the TLS handshake timed out") from exc
+            except (ssl.SSLError, SSLError) as exc:
+                raise TlsFailed(str(exc)) from exc
+            except (HTTPError, OSError) as exc:  # refusals, resets and EgressRefused
+                raise ConnectionFailed(str(exc)) from exc
+            sock = conn.sock
+            if isinstance(sock, ssl.SSLSocket):
+                if sock.selected_alpn_protocol() not in (None, "http/1.1"):
+                    raise ConnectionFailed(f"the agency chose {sock.selected_alpn_protocol()}, not HTTP/1.1")
+                if not conn.is_verified:
+                    warnings.warn(f"unverified HTTPS connection to {conn.host} (options.verify is false)",
+                                  InsecureRequestWarning, stacklevel=2)
+            sock.settimeout(self._read_timeout)  # once: every recv of every call on it has this timeout
+        except BaseException:
+            conn.close()
+            raise
+        return sock
+
+
+def _host_header(pool: HTTPConnectionPool) -> str:
+    """The ``Host`` header for a pool's origin, as http.client writes it (port only when not the default)."""
+    host = pool.host.rstrip(".")
+    if not host.isascii():
+        host = host.encode("idna").decode("ascii")
+    if ":" in host:
+        host = f"[{host}]"
+    default = 443 if pool.scheme == "https" else 80
+    return host if pool.port in (None, default) else f"{host}:{pool.port}"
+
+
 class RestTransport:
-    """One agency's connection pools and call settings, shared by the worker's threads."""
+    """One agency's connections and call settings, shared by the worker's threads."""
 
     def __init__(self, policy: EgressPolicy, *, headers: dict[str, str], auth: Any, verify: bool | str,
                  cert: tuple[str, str] | None, connect_timeout: float, read_timeout: float,
@@ -168,15 +221,23 @@ class RestTransport:
         self.auth = auth
         self.timeout = Timeout(connect=connect_timeout, read=read_timeout)
         self._manager = guarded_pool_manager(policy, num_pools=num_pools, maxsize=maxsize, block=False,
-                                             **pool_tls(verify, cert))
-        self._pools: dict[str, HTTPConnectionPool] = {}
+                                             timeout=self.timeout, **pool_tls(verify, cert))
+        self._maxsize, self._num_pools = maxsize, num_pools
+        self._origins: dict[str, _Origin] = {}
+        self._lock = threading.Lock()
 
     def close(self) -> None:
-        self._pools = {}
+        with self._lock:
+            origins, self._origins = self._origins, {}
+        for origin in origins.values():
+            origin.close()
         self._manager.clear()
 
     def call(self, method: str, url: str, headers: dict[str, str], body: bytes | None, max_bytes: int) -> Answer:
-        """Send one request and read its answer (at most ``max_bytes``, else ``TooLarge``)."""
+        """Send one request and read its answer (at most ``max_bytes``, else ``TooLarge``).
+
+        The request is sent once: if sending fails, even on a kept-alive connection the agency
+        may have closed meanwhile, that is ``ConnectionFailed`` and the caller decides."""
         outgoing = Outgoing(method, url, self.headers.merged(headers), body)
         if body is not None:
             if not outgoing.headers.has("Content-Type"):
@@ -185,27 +246,40 @@ class RestTransport:
             outgoing.headers["Content-Length"] = "0"  # as requests says it (urllib3 would not for DELETE)
         if self.auth is not None:
             outgoing = self.auth(outgoing)
-        origin, target = _split(outgoing.url)
+        origin_url, target = _split(outgoing.url)
+        origin = self._origins.get(origin_url) or self._origin(origin_url)
+        request = encode_request(outgoing.method, target, origin.host, outgoing.headers, outgoing.body)
+        sock, reused = origin.take()
         try:
-            pool = self._pools.get(origin)
-            if pool is None or pool.pool is None:  # not made yet, or closed by the manager
-                pool = self._pools[origin] = self._manager.connection_from_url(origin)
-            response = pool.urlopen(outgoing.method, target, body=outgoing.body, headers=outgoing.headers,
-                                    redirect=False, assert_same_host=False, preload_content=False,
-                                    decode_content=True, retries=_NO_RETRIES, timeout=self.timeout)
-        except NewConnectionError as exc:  # a subclass of ConnectTimeoutError, but not a timeout
-            raise ConnectionFailed(str(exc)) from exc
-        except ConnectTimeoutError as exc:
-            raise ConnectTimedOut(str(exc)) from exc
-        except ReadTimeoutError as exc:
-            raise ReadTimedOut(str(exc)) from exc
-        except SSLError as exc:
-            raise TlsFailed(str(exc)) from exc
-        except (LocationValueError, InvalidHeader, ValueError) as exc:  # ValueError: http.client's InvalidURL
-            raise BadRequest(str(exc)) from exc
-        except (HTTPError, OSError) as exc:  # ProtocolError wraps refusals, resets and EgressRefused
-            raise ConnectionFailed(str(exc)) from exc
-        return Answer(response.status, response.reason, response.headers, _read(response, max_bytes))
+            try:
+                sock.sendall(request)
+            except OSError as exc:
+                kind = "a kept-alive" if reused else "a new"
+                raise ConnectionFailed(f"sending the request on {kind} connection failed: {exc}") from exc
+            answer, reusable = read_answer(sock, outgoing.method == "HEAD", max_bytes)
+        except BaseException:
+            sock.close()  # whatever is left of the answer must never meet the next call
+            raise
+        if reusable:
+            origin.give_back(sock)
+        else:
+            sock.close()
+        return answer
+
+    def _origin(self, url: str) -> _Origin:
+        with self._lock:
+            origin = self._origins.get(url)
+            if origin is None:
+                try:
+                    pool = self._manager.connection_from_url(url)  # parses and checks the host, once
+                except (LocationValueError, ValueError) as exc:  # an unknown scheme is a LocationValueError
+                    raise BadRequest(str(exc)) from exc
+                origins = dict(self._origins)  # readers outside the lock see the old or the new dict
+                if len(origins) >= self._num_pools:
+                    origins.pop(next(iter(origins))).close()
+                origin = origins[url] = _Origin(pool, self._maxsize, self.timeout.read_timeout)
+                self._origins = origins
+            return origin
 
 
 def _split(url: str) -> tuple[str, str]:
@@ -222,34 +296,3 @@ def _split(url: str) -> tuple[str, str]:
     if not target.startswith("/"):
         target = "/" + target
     return url[:end], target
-
-
-def _read(response: HTTPResponse, max_bytes: int) -> bytes:
-    """The body, at most ``max_bytes`` (decoded); reading stops as soon as it is larger.
-
-    The connection goes back to its pool either way; one whose answer was not read to the
-    end is closed first, so that the rest of that answer never meets the next call."""
-    complete = False
-    try:
-        declared = response.headers.get("Content-Length")
-        if declared and declared.isdigit() and int(declared) > max_bytes:
-            raise TooLarge(response.status, None)
-        encoded = response.headers.get("Content-Encoding", "identity").lower() != "identity"
-        if declared and declared.isdigit() and not encoded:
-            body = response.read()  # http.client reads exactly Content-Length bytes, no more
-        else:
-            chunks, size = [], 0
-            for chunk in response.stream(_READ_CHUNK, decode_content=True):
-                size += len(chunk)
-                if size > max_bytes:
-                    raise TooLarge(response.status, b"".join(chunks))
-                chunks.append(chunk)
-            body = b"".join(chunks)
-        complete = True
-        return body
-    except (HTTPError, OSError) as exc:
-        raise BrokenOff(str(exc), response.status) from exc
-    finally:
-        if not complete:
-            response.close()
-        response.release_conn()
