@@ -85,6 +85,7 @@ class Stack:
         self.catalog = None
         self.api_key = ""
         self.sandbox_urls: dict[str, str] = {}
+        self.registry_urls: dict[str, str] = {}
         self.env = self._environment()
 
     @property
@@ -132,8 +133,12 @@ class Stack:
         self.sandbox_urls = {agency: f"http://127.0.0.1:{port}" for agency, port in ports.items()}
         for agency, url in self.sandbox_urls.items():
             env[f"SATUPINTU_SANDBOX_{agency.upper().replace('-', '_')}_URL"] = url
-        for agency in BENCH_AGENCIES:  # the bench registries are the sandbox's company registry
-            env[f"SATUPINTU_BENCH_{agency.upper().replace('-', '_')}_URL"] = self.sandbox_urls["company-registry"]
+        # The bench registries are three agencies, so three servers: the first is the sandbox's
+        # own company registry, the others the company registry of a sandbox each (decision 38).
+        self.registry_urls = {agency: self.sandbox_urls["company-registry"] if i == 0 else
+                              f"http://127.0.0.1:{free_port()}" for i, agency in enumerate(BENCH_AGENCIES)}
+        for agency, url in self.registry_urls.items():
+            env[f"SATUPINTU_BENCH_{agency.upper().replace('-', '_')}_URL"] = url
         env.update(self.config.extra_env)
         return env
 
@@ -179,7 +184,13 @@ class Stack:
             sys.executable, "-m", "sandbox", *ports, f"--decision-delay={self.config.decision_delay}",
             f"--callback-url={callback}", f"--callback-secret={self.env['SATUPINTU_MUNICIPALITY_SECRET']}",
             f"--faults={self.config.sandbox_faults}"])
-        for url in self.sandbox_urls.values():
+        others = [url for url in self.registry_urls.values() if url not in self.sandbox_urls.values()]
+        for i, url in enumerate(others):
+            ports = [f"--{agency}-port={url.rsplit(':', 1)[1] if agency == 'company-registry' else 0}"
+                     for agency in self.sandbox_urls]
+            self._spawn("sandbox", f"sandbox-{i + 2}", [sys.executable, "-m", "sandbox", *ports,
+                                                         f"--faults={self.config.sandbox_faults}"])
+        for url in [*self.sandbox_urls.values(), *others]:
             if not wait_http(url + "/_sandbox/health", 30, alive=self.alive):
                 raise StackError(f"the sandbox did not come up:\n{self.tail()}")
 
