@@ -159,12 +159,13 @@ class _NewApplication:
 
     def writes(self, dialect: Any) -> Writes:
         """Every row, encoded for ``dialect``'s driver before the write transaction begins."""
-        shared: dict[Any, Any] = {}  # ``moment`` is in 5 columns, an event's time in 2: each encoded once
-        rows = [(_INSERT_APPLICATION, _INSERT_APPLICATION.encode(dialect, [vars(self.app)], shared)),
-                (_INSERT_REQUESTS, _INSERT_REQUESTS.encode(dialect, [vars(r) for r in self.requests], shared)),
-                (_INSERT_EVENTS, _INSERT_EVENTS.encode(dialect, self.events, shared))]
+        # Timestamps shared by rows (``moment`` in 5 columns, an event's time in 2) are written
+        # out once by the SQLite shortcut itself (``bulk._sqlite_datetime``): no ``shared`` memo.
+        rows = [(_INSERT_APPLICATION, _INSERT_APPLICATION.encode(dialect, [vars(self.app)])),
+                (_INSERT_REQUESTS, _INSERT_REQUESTS.encode(dialect, [vars(r) for r in self.requests])),
+                (_INSERT_EVENTS, _INSERT_EVENTS.encode(dialect, self.events))]
         if self.messages:
-            rows.append((_INSERT_OUTBOX, _INSERT_OUTBOX.encode(dialect, self.messages, shared)))
+            rows.append((_INSERT_OUTBOX, _INSERT_OUTBOX.encode(dialect, self.messages)))
         if self.niks:  # after the application: group commit writes tables in the order first seen
             rows.append((_INSERT_NIKS, _INSERT_NIKS.encode(dialect, self.niks)))
         # The relay is woken at commit (PostgreSQL), as ``records.notify_outbox`` would.
@@ -216,11 +217,10 @@ class _History:
             step: str | None = None, detail: dict[str, Any] | None = None, cause: str | None = None) -> None:
         occurred_at = records.now()
         row = {"event_id": self.ids.uuid(), "application_id": self.application_id, "request_id": request_id,
-               "step": step, "type": type, "status": status, "detail": detail or {}, "cause": cause}
-        digest = records.event_hash(self.prev, row, occurred_at)
-        self.rows.append(dict(row, occurred_at=occurred_at, recorded_at=occurred_at, prev_hash=self.prev,
-                              hash=digest))
-        self.prev = digest
+               "step": step, "type": type, "status": status, "detail": detail or {}, "cause": cause,
+               "occurred_at": occurred_at, "recorded_at": occurred_at, "prev_hash": self.prev}
+        row["hash"] = self.prev = records.event_hash(self.prev, row, occurred_at)  # reads the first 8 keys
+        self.rows.append(row)
 
 
 def _by_idempotency_key(engine: Engine, client: Client, key: str, digest: str,

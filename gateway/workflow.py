@@ -76,6 +76,9 @@ def dispatch(conn: Connection, *, app: Any, request: Any, kind: str = "send",
                                              reference=reference, maybe_sent=maybe_sent))
 
 
+_STATUS = {s.value: s for s in RequestStatus}  # ``RequestStatus(value)`` without the enum's call
+
+
 def next_changes(service: Service, app: Any, requests: list[Any]) -> list[tuple[Any, RequestStatus, str | None,
                                                                                 dict[str, Any] | None]]:
     """One round of the DAG: ``(request, new status, reason, payload)`` for each step that moves now.
@@ -85,7 +88,7 @@ def next_changes(service: Service, app: Any, requests: list[Any]) -> list[tuple[
     fails at once with the reason, rather than sending the agency an incomplete request;
     steps that can no longer run are skipped.
     """
-    statuses = {r.step: RequestStatus(r.status) for r in requests}
+    statuses = {r.step: _STATUS.get(r.status) or RequestStatus(r.status) for r in requests}
     changes = advance(service.after, statuses)
     if not changes:
         return []

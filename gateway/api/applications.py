@@ -137,7 +137,7 @@ def submit() -> Response:
     _check_envelope(body)
     c = ctx()
     document, _created = apps.submit(c.engine, c.catalog, current_client(), body, key)
-    response = Response(json.dumps(document), status=202, mimetype="application/json")
+    response = Response(records.json_text(document), status=202, mimetype="application/json")  # json.dumps's text
     # What url_for("applications.read") gives, without building it through the URL map.
     response.headers["Location"] = f"{request.script_root}{bp.url_prefix}/applications/{document['id']}"
     return response

@@ -9,7 +9,6 @@ its hash (``nik_hash``), never by reading it.
 from __future__ import annotations
 
 import functools
-import hashlib
 import hmac
 import os
 import re
@@ -67,8 +66,11 @@ def nik_hash(nik: str) -> str:
     The key is ``SATUPINTU_NIK_HASH_KEY``; without it a fixed development key is used,
     which only keeps the hash from being a plain SHA-256 of the number.
     """
-    key = os.environ.get("SATUPINTU_NIK_HASH_KEY", "satupintu-development-nik-key").encode()
-    return hmac.new(key, nik.strip().encode(), hashlib.sha256).hexdigest()
+    return hmac.digest(_nik_hash_key(), nik.strip().encode(), "sha256").hex()
+
+
+def _nik_hash_key() -> bytes:
+    return os.environ.get("SATUPINTU_NIK_HASH_KEY", "satupintu-development-nik-key").encode()
 
 
 SEARCHABLE_NIK = re.compile(r"[0-9]{16}")
@@ -86,7 +88,10 @@ def nik_hashes(data: Any) -> list[str]:
     """
     found: set[str] = set()
     _searchable_niks(data, False, found)
-    return sorted(nik_hash(nik) for nik in found)
+    if not found:
+        return []
+    key = _nik_hash_key()  # as ``nik_hash``, read once; each found NIK is 16 digits already
+    return sorted([hmac.digest(key, nik.encode(), "sha256").hex() for nik in found])
 
 
 def _searchable_niks(value: Any, under_nik_key: bool, found: set[str]) -> None:
