@@ -135,7 +135,9 @@ class Stack:
             env[f"SATUPINTU_SANDBOX_{agency.upper().replace('-', '_')}_URL"] = url
         # The bench registries are three agencies, so three servers: the first is the sandbox's
         # own company registry, the others the company registry of a sandbox each (decision 38).
-        self.registry_urls = {agency: self.sandbox_urls["company-registry"] if i == 0 else
+        # (Only for the bench catalog: the demo catalog's agencies are the sandbox's own.)
+        spread = Path(self.config.catalog) == BENCH_CATALOG
+        self.registry_urls = {agency: self.sandbox_urls["company-registry"] if i == 0 or not spread else
                               f"http://127.0.0.1:{free_port()}" for i, agency in enumerate(BENCH_AGENCIES)}
         for agency, url in self.registry_urls.items():
             env[f"SATUPINTU_BENCH_{agency.upper().replace('-', '_')}_URL"] = url
