@@ -39,7 +39,7 @@ def headline(result: dict[str, Any]) -> tuple[str, float, bool]:
     name = result["scenario"]
     if name == "submit":
         return "submissions/s", result["submit"]["per_second"], True
-    if name in ("fast", "slow", "mixed"):
+    if name in ("fast", "slow", "mixed", "naive"):
         return "bundles/s end to end", result["end_to_end"]["per_second"], True
     if name == "relay":
         return "confirmed messages/s", result["relay"]["per_second"], True

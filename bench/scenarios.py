@@ -4,6 +4,7 @@
 ``fast``      3 parallel REST steps, agencies answer at once: end to end
 ``slow``      the same with every agency call taking 200 ms (sandbox ``latency_ms``)
 ``mixed``     the demo business-startup: REST + SOAP, a DAG, callbacks
+``naive``     the peer to beat: a Flask handler filing the ``fast`` bundle at the agencies in turn
 ``relay``     a pre-filled outbox published by the relay alone: confirmed messages/s
 ``backlog``   a queued backlog (outbox rows) published and drained by the whole stack
 ``big-store`` status lookups with 1,000 and then 1,000,000 stored applications
@@ -270,6 +271,41 @@ def ceiling(options: Options) -> dict[str, Any]:
             "ceiling": results}
 
 
+def naive(options: Options) -> dict[str, Any]:
+    """The naive synchronous fan-out (``bench/naive.py``) against ``fast``'s agencies, driven
+    as ``fast`` is: each answered request is a bundle filed at all three agencies, and nothing
+    stored.  Under gunicorn 2 x 8 gthread, as the gateway runs."""
+    stack = Stack(_config(options))
+    try:
+        stack.start_sandbox()
+        port = free_port()
+        url = f"http://127.0.0.1:{port}"
+        process = subprocess.Popen([sys.executable, "-m", "gunicorn", "--bind", f"127.0.0.1:{port}", "--log-level",
+                                    "warning", "--workers", "2", "--threads", "8", "--keep-alive", "55",
+                                    "--worker-class", "gthread", "bench.naive:app"],
+                                   cwd=REPO, env=stack.env, start_new_session=True)
+        stack.processes.append(Process("naive", "naive", process))
+        if not wait_http(url + "/nothing", 30, alive=stack.alive):
+            raise RuntimeError(f"the naive peer did not come up:\n{stack.tail()}")
+        warmup = drive(url, "-", 100, options.concurrency, submitter(_fast_body))
+        if warmup.errors:
+            raise RuntimeError(f"warm-up failed: {warmup.errors[0]}")
+        sampler = Sampler({role: pids for role, pids in stack.roots().items()})
+        sampler.start()
+        say(options, f"naive: {options.bundles} bundles at concurrency {options.concurrency}")
+        load = drive(url, "-", options.bundles, options.concurrency, submitter(lambda i: _fast_body(100 + i)))
+        stats = sampler.stop()
+        summary = load.summary()
+        return {"scenario": "naive", "bundles": options.bundles, "concurrency": options.concurrency,
+                "submit": summary,
+                "end_to_end": {"bundles": load.ok, "per_second": summary["per_second"], "p50_ms": summary["p50_ms"],
+                               "p99_ms": summary["p99_ms"], "seconds": round(load.finished - load.started, 2),
+                               "statuses": {"filed": load.ok}, "timed_out": False},
+                "messages_per_bundle": 0, **_process_figures(stats, load.ok)}
+    finally:
+        stack.close()
+
+
 def _unsent(stack: Stack) -> int:
     with stack.engine.connect() as conn:
         return conn.execute(select(func.count()).select_from(t.outbox).where(t.outbox.c.sent_at.is_(None))).scalar()
@@ -380,4 +416,4 @@ def _database_mb(stack: Stack) -> float | None:
 
 
 SCENARIOS = {"submit": submit, "fast": fast, "slow": slow, "mixed": mixed, "relay": relay,
-             "backlog": backlog, "big-store": big_store, "ceiling": ceiling}
+             "backlog": backlog, "big-store": big_store, "ceiling": ceiling, "naive": naive}

@@ -43,6 +43,7 @@ def test_fast_with_twenty_bundles_reports_every_field_and_cleans_up():
     assert 6 <= result["messages_per_bundle"] <= 9
     for role in ("gateway", "relay", "tracker", "worker", "sandbox"):
         assert result["processes"][role]["peak_rss_mb"] > 0
+    assert result["processes"]["sandbox"]["processes"] == 3  # three agencies, three servers (decision 38)
     assert result["cpu_ms_per_bundle"] > 0
     # The run's namespace is gone from the broker.
     assert result["namespace"] and not queue_exists(f"{result['namespace']}.tracker")
@@ -66,3 +67,16 @@ def test_ceiling_measures_a_bare_flask_endpoint_every_way():
     for figures in result["ceiling"].values():
         assert figures["requests"] == 50 and figures["errors"] == 0
         assert figures["per_second"] > 0 and figures["cpu_ms_per_request"] > 0
+
+
+def test_the_naive_peer_files_every_bundle_at_the_same_agencies():
+    report = _bench("naive", "-n", "20", "-c", "4")
+    (result,) = report["results"]
+    assert result["scenario"] == "naive"
+    assert result["submit"]["requests"] == 20 and result["submit"]["errors"] == 0
+    assert result["end_to_end"] == {**result["end_to_end"], "bundles": 20, "statuses": {"filed": 20}}
+    assert result["end_to_end"]["per_second"] == result["submit"]["per_second"] > 0
+    assert result["messages_per_bundle"] == 0  # nothing stored, nothing queued: that is the point
+    assert set(result["processes"]) == {"naive", "sandbox"}
+    assert result["processes"]["sandbox"]["processes"] == 3
+    assert result["processes"]["naive"]["cpu_seconds"] > 0
