@@ -22,6 +22,12 @@ from urllib.parse import quote
 from httptools import HttpParserError, HttpParserUpgrade, HttpResponseParser
 
 _READ_CHUNK = 65536
+# An answer's head (interim 1xx answers included) larger than this is refused: llhttp sets no
+# limit, and httptools gathers a header in memory until its end (http.client: 64 KiB a line).
+MAX_HEAD_BYTES = 64 * 1024
+# Bytes received for a body, framing and trailers included, beyond which the answer is too large
+# whatever it decodes to (chunk extensions, trailers or compressed padding that never end).
+_RAW_PER_BODY_BYTE = 4
 
 
 class TransportFailure(Exception):
@@ -128,7 +134,10 @@ def encode_request(method: str, target: str, host: str, headers: Mapping[str, An
     if not _PLAIN_TARGET(target):
         if _BAD_VALUE(target) or "\t" in target:
             raise BadRequest(f"control character in the request target {target[:200]!r}")
-        target = quote(target, safe=_TARGET_SAFE)  # spaces, non-ASCII: percent-encoded, as urllib3 does
+        try:
+            target = quote(target, safe=_TARGET_SAFE)  # spaces, non-ASCII: percent-encoded, as urllib3 does
+        except UnicodeEncodeError as exc:  # a lone surrogate
+            raise BadRequest(f"the request target {target[:200]!r} is not text: {exc}") from exc
     if body is not None and not isinstance(body, bytes):
         if isinstance(body, str):
             body = body.encode()
@@ -184,31 +193,44 @@ def _text(name: str, value: Any) -> str:
 
 class _Inflater:
     """A gzip (one or more members) or deflate (zlib-wrapped, or raw as some servers send it)
-    body, decoded as it arrives and never more than asked for at once (gzip bombs)."""
+    body, decoded as it arrives and never more than asked for at once (gzip bombs).  How the
+    body is cut into pieces changes nothing: zlib checks its 2-byte header only once it has
+    both bytes, so they are kept until then, to start again on them as raw deflate."""
 
-    __slots__ = ("_gzip", "_obj", "_started")
+    __slots__ = ("_gzip", "_member_done", "_obj", "_sniffed")
 
     def __init__(self, gzip: bool) -> None:
-        self._gzip, self._started = gzip, False
-        self._obj = zlib.decompressobj(16 + zlib.MAX_WBITS if gzip else zlib.MAX_WBITS)
+        self._gzip, self._member_done = gzip, False
+        self._sniffed: bytes | None = None if gzip else b""  # deflate: the bytes before the header is judged
+        self._obj: Any = zlib.decompressobj(16 + zlib.MAX_WBITS if gzip else zlib.MAX_WBITS)
 
     def feed(self, data: bytes, limit: int) -> bytes:
         """At most ``limit`` (> 0) decoded bytes from ``data``; exactly ``limit`` means there may be more."""
+        if self._obj is None:
+            return b""  # after garbage that followed a complete gzip member
+        if self._sniffed is not None:
+            self._sniffed += data
         out = b""
         while data:
             try:
                 out += self._obj.decompress(data, limit - len(out))
             except zlib.error:
-                if not self._started and not self._gzip:  # deflate without the zlib wrapper
-                    self._started, self._obj = True, zlib.decompressobj(-zlib.MAX_WBITS)
+                if self._sniffed is not None:  # deflate without the zlib wrapper: again, from its start
+                    data, self._sniffed = self._sniffed, None
+                    self._obj = zlib.decompressobj(-zlib.MAX_WBITS)
                     continue
-                if self._started and self._gzip and self._obj.eof:
-                    return out  # garbage after a complete gzip member: ignored, as urllib3 does
+                if self._member_done:
+                    self._obj = None  # garbage after a complete gzip member: ignored, as urllib3 does
+                    return out
                 raise
-            self._started = True
+            if self._sniffed is not None and len(self._sniffed) >= 2:
+                self._sniffed = None  # zlib accepted its header
             if len(out) >= limit:
                 return out
-            if self._gzip and self._obj.eof and self._obj.unused_data:
+            if self._gzip and self._obj.eof:
+                self._member_done = True
+                if not self._obj.unused_data:
+                    return out
                 data = self._obj.unused_data  # the next gzip member
                 self._obj = zlib.decompressobj(16 + zlib.MAX_WBITS)
             else:
@@ -248,7 +270,8 @@ class _AnswerReader:
             self.reason.append(data)
 
     def on_header(self, name: bytes, value: bytes) -> None:
-        self.pairs.append((name, value))
+        if self.headers is None:  # trailers (after a chunked body) are not kept
+            self.pairs.append((name, value))
 
     def on_headers_complete(self) -> None:
         if self.done:
@@ -257,8 +280,13 @@ class _AnswerReader:
         if 100 <= status < 200 and status != 101:
             self.interim = True  # 100 Continue, 103 Early Hints, ...: the real answer follows
             return
+        if status < 100:  # http.client's BadStatusLine: not an HTTP answer
+            self.failure = ConnectionFailed(f"the agency's answer is not valid HTTP: status {status:03d}")
+            return
         self.status, self.keep_alive = status, self.parser.should_keep_alive()
         self.headers = headers = AnswerHeaders(self.pairs)
+        if "Transfer-Encoding" in headers and self.parser.get_http_version() == "1.0":
+            self.keep_alive = False  # RFC 9112 6.1: faulty framing, close the connection after it
         if self.head_only or status in (101, 204, 304):
             self.done = True
             self.keep_alive = self.keep_alive and not self.head_only  # llhttp would wait for a HEAD's body
@@ -315,7 +343,8 @@ def read_answer(sock: socket.socket, head_only: bool, max_bytes: int) -> tuple[A
     answer and whether the connection may carry another request."""
     reader = _AnswerReader(head_only, max_bytes)
     parser = reader.parser = HttpResponseParser(reader)
-    recv, received = sock.recv, False
+    recv, received, size = sock.recv, False, 0
+    max_size = MAX_HEAD_BYTES + _RAW_PER_BODY_BYTE * max_bytes
     try:
         while not reader.done:
             try:
@@ -329,7 +358,7 @@ def read_answer(sock: socket.socket, head_only: bool, max_bytes: int) -> tuple[A
             if not data:
                 reader.end_of_stream(received)
                 break
-            received = True
+            received, size = True, size + len(data)
             try:
                 parser.feed_data(data)
             except HttpParserUpgrade as exc:  # only after a 101 answer, which ends HTTP on this connection
@@ -344,6 +373,12 @@ def read_answer(sock: socket.socket, head_only: bool, max_bytes: int) -> tuple[A
                 reader.keep_alive = False  # garbage after a complete answer
             if reader.failure is not None:
                 raise reader.failure
+            if reader.done:
+                break
+            if reader.headers is None and size > MAX_HEAD_BYTES:
+                raise ConnectionFailed(f"the agency's answer head is larger than {MAX_HEAD_BYTES} bytes")
+            if size > max_size:
+                raise TooLarge(reader.status or 0, b"".join(reader.body))
     finally:
         reader.parser = None  # no cycle between the reader and the parser
     reason = b"".join(reader.reason).decode("latin-1").strip()
