@@ -84,16 +84,19 @@ def _dump(answer: Any) -> str:
 
 def map_answer(agency: Any, operation: str, response: dict[str, str] | None, answer: Any, *,
                request_id: str, default_kind: OutcomeKind | None = None,
-               status_code: int | None = None) -> Outcome:
+               status_code: int | None = None, plain: bool = False) -> Outcome:
     """The ``Outcome`` an answer means, per the ``response:`` expressions and the status map.
 
     Without a ``status`` expression the kind is ``default_kind`` when given, else
     ``approved`` for agencies that decide synchronously and ``accepted`` otherwise.  An
     unknown status value, or a missing ``reference`` in an approved or accepted answer, is
-    a ``PermanentAgencyError`` that keeps the (masked) answer.
+    a ``PermanentAgencyError`` that keeps the (masked) answer.  ``plain``: the answer is
+    made of dicts, lists, str, int, float, bool and None already (``json.loads`` gave it),
+    so ``jsonable`` need not copy it.
     """
     response = response or {}
-    answer = jsonable(answer)
+    if not plain:
+        answer = jsonable(answer)
     where = f"agency {agency.id} operation {operation}"
 
     def value(key: str) -> Any:

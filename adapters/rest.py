@@ -12,6 +12,7 @@ once, lazily, and shared by the worker's threads.
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
 import string
 import threading
@@ -79,15 +80,28 @@ def _status_matcher(items: list[int | str]) -> set[int]:
 DEFAULT_TRANSIENT = _status_matcher([408, 429, "5xx"])
 DEFAULT_SUCCESS = _status_matcher(["2xx"])
 
+# As ``json.dumps(payload, allow_nan=False)`` (requests' ``json=``), without building an
+# encoder for every call: ``dumps`` makes a new one whenever an option is not the default.
+_PAYLOAD_ENCODER = json.JSONEncoder(allow_nan=False)
+
+
+@functools.lru_cache(maxsize=256)
+def _template(template: str) -> tuple[tuple[str, str | None], ...]:
+    """A path template's (literal, field name) pieces, parsed once."""
+    return tuple((literal, name) for literal, name, _spec, _conversion in string.Formatter().parse(template))
+
 
 def render_path(template: str, request: AgencyRequest, *, agency: str) -> str:
     """Fill ``{request_id}``, ``{reference}``, ``{application_id}``, ``{service}``, ``{step}``
     and ``{<payload field>}`` (top-level payload keys) into ``template``, URL-quoted."""
+    pieces = _template(template)
+    if len(pieces) == 1 and pieces[0][1] is None:
+        return pieces[0][0]  # no fields: the template is the path
     values: dict[str, Any] = dict(request.payload)
     values.update(request_id=request.request_id, reference=request.reference,
                   application_id=request.application_id, service=request.service, step=request.step)
     out = []
-    for literal, name, _spec, _conversion in string.Formatter().parse(template):
+    for literal, name in pieces:
         out.append(literal)
         if name is None:
             continue
@@ -261,46 +275,46 @@ class RestAdapter(Adapter):
         except ConfigError as exc:
             raise self._fail(PermanentAgencyError, f"cannot set up the connection: {exc}", request) from exc
 
-        where = f"{method} {urlsplit(url).path}"
         body = None
         if method in BODY_METHODS and request.payload is not None:
             try:  # as requests' json=: no NaN, UTF-8
-                body = json.dumps(request.payload, allow_nan=False).encode()
+                body = _PAYLOAD_ENCODER.encode(request.payload).encode()
             except (TypeError, ValueError) as exc:
-                raise self._fail(PermanentAgencyError, f"{where}: bad request: the payload is not JSON: {exc}",
+                raise self._fail(PermanentAgencyError, f"{_where(method, url)}: bad request: the payload is not JSON: {exc}",
                                  request) from exc
         try:
             reply = transport.call(method, url, headers, body, self._max_bytes)
         except ConnectTimedOut as exc:
-            raise self._fail(TransientAgencyError, f"{where}: no connection within {agency.connect_timeout:g} s",
+            raise self._fail(TransientAgencyError, f"{_where(method, url)}: no connection within {agency.connect_timeout:g} s",
                              request) from exc
         except ReadTimedOut as exc:
-            raise self._fail(TransientAgencyError, f"{where}: no answer within {agency.read_timeout:g} s",
+            raise self._fail(TransientAgencyError, f"{_where(method, url)}: no answer within {agency.read_timeout:g} s",
                              request) from exc
         except TlsFailed as exc:
-            raise self._fail(PermanentAgencyError, f"{where}: TLS failed: {exc}", request) from exc
+            raise self._fail(PermanentAgencyError, f"{_where(method, url)}: TLS failed: {exc}", request) from exc
         except BadRequest as exc:
-            raise self._fail(PermanentAgencyError, f"{where}: bad request: {exc}", request) from exc
+            raise self._fail(PermanentAgencyError, f"{_where(method, url)}: bad request: {exc}", request) from exc
         except TooLarge as exc:
             raise self._fail(PermanentAgencyError,
-                             f"{where}: answer larger than {self._max_bytes} bytes (options.max_answer_bytes)",
+                             f"{_where(method, url)}: answer larger than {self._max_bytes} bytes (options.max_answer_bytes)",
                              request, status_code=exc.status, raw=exc.partial) from exc
         except BrokenOff as exc:
-            raise self._fail(TransientAgencyError, f"{where}: answer broken off: {exc}", request,
+            raise self._fail(TransientAgencyError, f"{_where(method, url)}: answer broken off: {exc}", request,
                              status_code=exc.status) from exc
         except ConnectionFailed as exc:
-            raise self._fail(TransientAgencyError, f"{where}: connection failed: {exc}", request) from exc
-        return self._interpret(request, spec, operation, where, reply,
+            raise self._fail(TransientAgencyError, f"{_where(method, url)}: connection failed: {exc}", request) from exc
+        return self._interpret(request, spec, operation, method, url, reply,
                                default_kind=default_kind, missing_is_none=missing_is_none)
 
-    def _interpret(self, request: AgencyRequest, spec: dict[str, Any], operation: str, where: str,
+    def _interpret(self, request: AgencyRequest, spec: dict[str, Any], operation: str, method: str, url: str,
                    reply: Answer, *, default_kind: OutcomeKind | None,
                    missing_is_none: bool) -> Outcome | None:
         code, body = reply.status, reply.body
-        success = _status_matcher(spec["success_statuses"]) if "success_statuses" in spec else DEFAULT_SUCCESS
+        success = _success_statuses(tuple(spec["success_statuses"])) if "success_statuses" in spec else DEFAULT_SUCCESS
         if missing_is_none and code == 404:
             return None
         if code not in success:
+            where = _where(method, url)
             if 300 <= code < 400:
                 raise self._fail(PermanentAgencyError,
                                  f"{where}: HTTP {code} to {reply.headers.get('Location', '?')}: "
@@ -326,10 +340,21 @@ class RestAdapter(Adapter):
             try:
                 answer = json.loads(body)
             except ValueError as exc:
-                raise self._fail(PermanentAgencyError, f"{where}: answer is not JSON: {exc}", request,
+                raise self._fail(PermanentAgencyError, f"{_where(method, url)}: answer is not JSON: {exc}", request,
                                  status_code=code, raw=body) from exc
+        # ``json.loads`` made the answer of dicts, lists, str, numbers, bool and None: nothing to convert.
         return map_answer(self.agency, operation, spec.get("response"), answer, request_id=request.request_id,
-                          default_kind=default_kind, status_code=code)
+                          default_kind=default_kind, status_code=code, plain=True)
+
+
+def _where(method: str, url: str) -> str:
+    """``POST /companies``: where a call went, for error messages (built only for those)."""
+    return f"{method} {urlsplit(url).path}"
+
+
+@functools.lru_cache(maxsize=256)
+def _success_statuses(items: tuple[int | str, ...]) -> frozenset[int]:
+    return frozenset(_status_matcher(list(items)))
 
 
 def _loads_or_none(body: bytes) -> Any:

@@ -31,7 +31,6 @@ import threading
 import time
 import uuid
 from collections.abc import Callable
-from dataclasses import dataclass
 from typing import Any
 
 from adapters.base import Adapter, Outcome, OutcomeKind
@@ -57,14 +56,50 @@ from .topology import Names, declare_for
 log = logging.getLogger("satupintu.worker")
 
 
-@dataclass(eq=False)
 class _CallState:
-    """One delivery's call, shared by the pool thread that makes it and the connection thread."""
+    """One delivery's call, shared by the pool thread that makes it and the connection thread.
 
-    started: float  # time.time(): the delivery's arrival, then the call's start (once it has a slot)
-    redelivered: bool
-    seconds: float | None = None
-    finished: bool = False
+    It carries what the call and its outcome need, and its bound methods are the callbacks
+    (``run`` on a pool thread, ``finish`` handed back to the ioloop, ``announce`` for the
+    ``sent`` event): one object per delivery instead of a closure per step, each of which
+    made a cell for every variable it used."""
+
+    __slots__ = ("started", "redelivered", "seconds", "finished", "worker", "delivery", "agency", "adapter",
+                 "kind", "body", "headers", "request", "maybe_sent", "outcome")
+
+    def __init__(self, started: float, redelivered: bool, *, worker: Worker | None = None,
+                 delivery: _Delivery | None = None, agency: Agency | None = None, adapter: Adapter | None = None,
+                 kind: str = "send", body: dict[str, Any] | None = None, headers: dict[str, Any] | None = None,
+                 request: Any = None, maybe_sent: bool = False):
+        self.started = started  # time.time(): the delivery's arrival, then the call's start (once it has a slot)
+        self.redelivered = redelivered
+        self.seconds: float | None = None
+        self.finished = False
+        self.worker, self.delivery, self.agency, self.adapter = worker, delivery, agency, adapter
+        self.kind, self.body, self.headers, self.request = kind, body, headers, request
+        self.maybe_sent = maybe_sent
+        self.outcome: Outcome | str | None = None
+
+    def run(self) -> None:
+        """The call (a pool thread); its outcome goes back to the session's ioloop."""
+        worker = self.worker
+        assert worker is not None and self.delivery is not None
+        self.outcome = worker._guarded_call(self.adapter, self.agency, self.kind, self.request, self,
+                                            maybe_sent=self.maybe_sent)
+        if not self.delivery.session.hand_back(self.finish):
+            # That connection is gone: the broker redelivers the message.
+            log.warning("outcome of %s dropped, the connection closed", self.request.request_id)
+
+    def finish(self) -> None:
+        """Publish what the call led to (the ioloop)."""
+        assert self.worker is not None and self.delivery is not None and self.outcome is not None
+        self.worker._finish(self.delivery, self.agency, self.kind, self.body, self.headers, self.request.attempt,
+                            self.outcome, self)
+
+    def announce(self) -> None:
+        """The ``sent`` event, for a call still running after a while (the ioloop)."""
+        assert self.worker is not None and self.delivery is not None
+        self.worker._announce(self.delivery.session, self.body, self.request.attempt, self)
 
     def detail(self) -> dict[str, Any]:
         out: dict[str, Any] = {"started_at": messages.iso_time(self.started)}
@@ -165,25 +200,17 @@ class Worker:
             self._defer(delivery, agency, body, headers, wait, reason, maybe_sent=maybe_sent)
             delivery.seal()
             return
-        call_state = _CallState(started=time.time(), redelivered=bool(method.redelivered))
+        call_state = _CallState(time.time(), bool(method.redelivered), worker=self, delivery=delivery, agency=agency,
+                                adapter=self.adapters[agency.id], kind=kind, body=body, headers=headers,
+                                request=request, maybe_sent=maybe_sent)
         if kind == "send":
             if self.announce_after <= 0:
                 self._announce(session, body, request.attempt, call_state)
             else:
-                session.announcements.add(call_state, lambda: self._announce(session, body, request.attempt,
-                                                                             call_state))
+                session.announcements.add(call_state, call_state.announce)
         session.in_flight += 1
-        adapter = self.adapters[agency.id]
-
-        def call() -> None:
-            outcome = self._guarded_call(adapter, agency, kind, request, call_state, maybe_sent=maybe_sent)
-            if not session.hand_back(lambda: self._finish(delivery, agency, kind, body, headers, request.attempt,
-                                                          outcome, call_state)):
-                # That connection is gone: the broker redelivers the message.
-                log.warning("outcome of %s dropped, the connection closed", request.request_id)
-
         assert self._pool is not None
-        self._pool.submit(call)
+        self._pool.submit(call_state.run)
 
     def _announce(self, session: _Session, body: dict[str, Any], attempt: int, call_state: _CallState) -> None:
         """The ``sent`` event: a worker holds the request and calls the agency (ioloop thread)."""
