@@ -5,6 +5,7 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 import os
+from collections.abc import Callable
 from types import SimpleNamespace
 from typing import Any
 
@@ -18,6 +19,7 @@ from .clients import Client
 from .domain.errors import Conflict, NotFound, ValidationFailed
 from .domain.status import ApplicationStatus, RequestStatus, combined_status
 from .ops.masking import nik_hashes
+from .quick_schema import quick_check
 from .store import records
 from .store import tables as t
 from .store.bulk import BulkInsert
@@ -26,22 +28,33 @@ from .workflow import dispatch, dispatch_message, next_changes
 
 # Compiled once per schema: building a validator costs more than validating a bundle.
 # Keyed by identity, and the schema is kept with its validator so that an id reused by
-# another dict (a catalog loaded again) can never pick up a stale validator.
-_validators: dict[int, tuple[dict[str, Any], jsonschema.protocols.Validator]] = {}
+# another dict (a catalog loaded again) can never pick up a stale validator.  The third
+# item is the schema's quick check (``quick_schema.quick_check``), or None when it has none.
+_validators: dict[int, tuple[dict[str, Any], jsonschema.protocols.Validator, Callable[[Any], bool] | None]] = {}
+
+
+def _compiled(schema: dict[str, Any]) -> tuple[dict[str, Any], jsonschema.protocols.Validator,
+                                               Callable[[Any], bool] | None]:
+    entry = _validators.get(id(schema))
+    if entry is None or entry[0] is not schema:
+        format_checker = jsonschema.FormatChecker()
+        entry = (schema, jsonschema.Draft202012Validator(schema, format_checker=format_checker),
+                 quick_check(schema, format_checker))
+        _validators[id(schema)] = entry
+    return entry
 
 
 def _validator(schema: dict[str, Any]) -> jsonschema.protocols.Validator:
-    entry = _validators.get(id(schema))
-    if entry is None or entry[0] is not schema:
-        entry = (schema, jsonschema.Draft202012Validator(schema, format_checker=jsonschema.FormatChecker()))
-        _validators[id(schema)] = entry
-    return entry[1]
+    return _compiled(schema)[1]
 
 
 def schema_errors(schema: dict[str, Any], document: Any, *, prefix: str = "") -> list[dict[str, str]]:
     """``[{path, message}]`` for every way ``document`` breaks ``schema``; paths are JSON Pointers."""
+    _schema, validator, quick = _compiled(schema)
+    if quick is not None and quick(document):
+        return []  # plainly valid: jsonschema would find nothing (tests/unit/test_submit_quick_schema.py)
     errors = []
-    for error in sorted(_validator(schema).iter_errors(document), key=lambda e: list(e.absolute_path)):
+    for error in sorted(validator.iter_errors(document), key=lambda e: list(e.absolute_path)):
         path = prefix + "".join(f"/{p}" for p in error.absolute_path)
         message = error.message if len(error.message) < 300 else error.message[:297] + "..."
         errors.append({"path": path or "/", "message": message})

@@ -9,7 +9,7 @@ import re
 import time
 from typing import Any
 
-from flask import Blueprint, Response, current_app, g, request, stream_with_context
+from flask import Blueprint, Request, Response, current_app, g, request, stream_with_context
 
 from .. import applications as apps
 from .. import privacy
@@ -26,27 +26,32 @@ _ID = re.compile(r"[a-z]{2,8}_[0-9a-f]{32}")
 _BODY_KEYS = {"service", "data", "reference"}
 
 
-def raw_body() -> bytes:
+def raw_body(req: Request | None = None) -> bytes:
     """The request body, or 413 when it exceeds ``MAX_CONTENT_LENGTH``.
 
     Werkzeug refuses a declared ``Content-Length`` that is too large, but a chunked body
     (no length; the server sets ``wsgi.input_terminated``) is silently cut at the limit:
     a body that fills the limit exactly is therefore taken as too large.
     """
-    raw = request.get_data(cache=True)
+    if req is None:
+        req = request._get_current_object()
+    raw = req.get_data(cache=True)
     most = current_app.config.get("MAX_CONTENT_LENGTH")
-    if most is not None and request.content_length is None and len(raw) >= most:
+    if most is not None and req.content_length is None and len(raw) >= most:
         raise Problem(413, "Content Too Large", f"the body is larger than {most} bytes",
                       type=TYPES + "too-large")
     return raw
 
 
-def json_body() -> Any:
+def json_body(req: Request | None = None) -> Any:
     """The request body as JSON, or a 4xx problem that says what is wrong with it."""
-    if not request.mimetype or request.mimetype != "application/json":
+    if req is None:
+        req = request._get_current_object()
+    mimetype = req.mimetype
+    if not mimetype or mimetype != "application/json":
         raise Problem(415, "Unsupported Media Type", "send the body as application/json",
                       type=TYPES + "unsupported-media-type")
-    raw = raw_body()
+    raw = raw_body(req)
     try:
         text = raw.decode("utf-8")
     except UnicodeDecodeError as exc:
@@ -60,7 +65,9 @@ def json_body() -> Any:
     except ValueError as exc:
         raise Problem(400, "Bad Request", f"the body is not valid JSON: {exc}", type=TYPES + "malformed") from None
     else:
-        too_deep = _depth_exceeds(body, MAX_DEPTH)
+        # Each level of nesting opens with a ``[`` or ``{`` of its own: a text with no more
+        # of them than the limit cannot nest deeper (brackets inside strings only add to the count).
+        too_deep = raw.count(b"[") + raw.count(b"{") > MAX_DEPTH and _depth_exceeds(body, MAX_DEPTH)
     if too_deep:
         raise Problem(400, "Bad Request", f"the body nests deeper than {MAX_DEPTH} levels", type=TYPES + "malformed")
     return body
@@ -103,17 +110,18 @@ def _redacted(events: list[dict[str, Any]], app: Any) -> list[dict[str, Any]]:
             for e in events]
 
 
-def _check_envelope(body: Any) -> None:
+def _check_envelope(body: Any, services: dict[str, Any]) -> None:
     errors = []
     if not isinstance(body, dict):
         raise Problem(422, "Validation failed", "the body must be a JSON object", type=TYPES + "validation",
                       errors=[{"path": "/", "message": "must be an object"}])
-    for key in sorted(set(body) - _BODY_KEYS):
-        errors.append({"path": f"/{key}", "message": "unknown field"})
+    if not body.keys() <= _BODY_KEYS:
+        for key in sorted(set(body) - _BODY_KEYS):
+            errors.append({"path": f"/{key}", "message": "unknown field"})
     service = body.get("service")
     if not isinstance(service, str):
         errors.append({"path": "/service", "message": "required: the id of a service in GET /v1/services"})
-    elif service not in ctx().catalog.services:
+    elif service not in services:
         errors.append({"path": "/service", "message": f"unknown service {service[:100]!r}"})
     if not isinstance(body.get("data"), dict):
         errors.append({"path": "/data", "message": "required: an object"})
@@ -128,18 +136,19 @@ def _check_envelope(body: Any) -> None:
 @bp.post("/applications")
 @require("submit")
 def submit() -> Response:
-    key = request.headers.get("Idempotency-Key")
+    req = request._get_current_object()  # one proxy lookup, not one per use
+    key = req.headers.get("Idempotency-Key")
     if key is not None and not (1 <= len(key) <= 200 and key.isprintable()):
         raise Problem(400, "Bad Request", "Idempotency-Key must be 1 to 200 printable characters",
                       type=TYPES + "malformed")
-    body = json_body()
+    body = json_body(req)
     g.submission = body  # counted by service in gateway/api/metrics.py without parsing it again
-    _check_envelope(body)
     c = ctx()
-    document, _created = apps.submit(c.engine, c.catalog, current_client(), body, key)
+    _check_envelope(body, c.catalog.services)
+    document, _created = apps.submit(c.engine, c.catalog, g.client, body, key)
     response = Response(records.json_text(document), status=202, mimetype="application/json")  # json.dumps's text
     # What url_for("applications.read") gives, without building it through the URL map.
-    response.headers["Location"] = f"{request.script_root}{bp.url_prefix}/applications/{document['id']}"
+    response.headers["Location"] = f"{req.script_root}{bp.url_prefix}/applications/{document['id']}"
     return response
 
 

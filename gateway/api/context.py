@@ -7,7 +7,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from flask import current_app, g, request
+from flask import Request, current_app, g, request
 from sqlalchemy import Engine
 
 from .. import clients
@@ -27,6 +27,10 @@ class Context:
     keys: KeyCache = field(default_factory=KeyCache)
     leases: ratelimit.Leases = field(default_factory=ratelimit.Leases)
 
+    def lookup(self, key: str) -> clients.Client | None:
+        """The store's client of ``key``: what the key cache asks when it does not remember one."""
+        return _lookup(self.engine, key)
+
 
 def ctx() -> Context:
     return current_app.extensions["satupintu"]
@@ -36,24 +40,27 @@ def current_client() -> clients.Client:
     return g.client
 
 
-def _key_from_request() -> str | None:
-    header = request.headers.get("Authorization", "")
+def _key_from_request(req: Request, operators: bool) -> str | None:
+    header = req.headers.get("Authorization", "")
     scheme, _, token = header.partition(" ")
     if scheme.lower() == "bearer" and token.strip():
         return token.strip()
-    return request.cookies.get("satupintu_ops") if request.path.startswith("/ops") else None
+    return req.cookies.get("satupintu_ops") if operators else None
 
 
-def authenticate() -> clients.Client:
-    key = _key_from_request()
+def authenticate(c: Context | None = None) -> clients.Client:
+    req = request._get_current_object()  # one proxy lookup, not one per use
+    operators = req.path.startswith("/ops")
+    key = _key_from_request(req, operators)
     if not key:
         raise Problem(401, "Unauthorized", "send `Authorization: Bearer <api key>`", type=TYPES + "unauthorized",
                       headers={"WWW-Authenticate": 'Bearer realm="satupintu"'})
-    c = ctx()
+    if c is None:
+        c = ctx()
     # Operators' requests (the dashboard, /ops/api) are few: they look the key up every time,
     # so revoking an operator's key still ends their sessions at once (docs/security.md).
-    seconds = 0 if request.path.startswith("/ops") else c.settings.key_cache_seconds
-    client = c.keys.client(key, functools.partial(_lookup, c.engine), seconds=seconds)
+    seconds = 0 if operators else c.settings.key_cache_seconds
+    client = c.keys.client(key, c.lookup, seconds=seconds)
     if client is None:
         raise Problem(401, "Unauthorized", "the API key is not valid or was revoked", type=TYPES + "unauthorized",
                       headers={"WWW-Authenticate": 'Bearer realm="satupintu", error="invalid_token"'})
@@ -65,9 +72,10 @@ def _lookup(engine: Engine, key: str) -> clients.Client | None:
         return clients.authenticate(conn, key)
 
 
-def limit(client: clients.Client) -> None:
+def limit(client: clients.Client, c: Context | None = None) -> None:
     """429 when ``client`` has spent its rate limit (``SATUPINTU_RATE_LIMIT``), in every process."""
-    c = ctx()
+    if c is None:
+        c = ctx()
     settings = c.settings
     if settings.rate_limit <= 0:
         return
@@ -85,8 +93,9 @@ def require(scope: str) -> Callable:
     def decorate(view: Callable) -> Callable:
         @functools.wraps(view)
         def wrapper(*args: Any, **kwargs: Any) -> Any:
-            client = authenticate()
-            limit(client)
+            c = current_app.extensions["satupintu"]  # ctx(), looked up once for both
+            client = authenticate(c)
+            limit(client, c)
             if scope not in client.scopes:
                 raise Problem(403, "Forbidden", f"this key lacks the {scope!r} scope", type=TYPES + "forbidden")
             g.client = client

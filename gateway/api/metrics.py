@@ -110,13 +110,19 @@ def metrics() -> Response:
     return Response(body, mimetype=CONTENT_TYPE_LATEST)
 
 
+_NOT_PARSED = object()
+
+
 @bp.after_app_request
 def count_submissions(response: Response) -> Response:
     """``satupintu_submissions_total{service, outcome}`` for every POST /v1/applications."""
-    if request.method == "POST" and request.path == "/v1/applications":
+    req = request._get_current_object()  # one proxy lookup, not one per use
+    if req.method == "POST" and req.path == "/v1/applications":
         service = "unknown"
         try:
-            body = g.submission if "submission" in g else json.loads(request.get_data(cache=True) or b"null")
+            body = g.get("submission", _NOT_PARSED)
+            if body is _NOT_PARSED:
+                body = json.loads(req.get_data(cache=True) or b"null")
             if isinstance(body, dict) and body.get("service") in ctx().catalog.services:
                 service = body["service"]
         except (ValueError, TypeError, RecursionError, HTTPException):  # hostile bodies: 413, deep, unhashable

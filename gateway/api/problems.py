@@ -43,14 +43,15 @@ _FORMS = ("application/x-www-form-urlencoded", "multipart/form-data")
 def refuse_nul_bytes() -> Response | None:
     """400 for a NUL byte in the path, the query or a form: no store keeps one (PostgreSQL
     refuses them in text), so they are turned away before any view sees them."""
-    values = [request.path]
+    req = request._get_current_object()  # one proxy lookup, not one per use
+    values = [req.path]
     # Only a NUL byte or its escape in the raw query string can put one in ``args``: parsing
     # them (every request, for nothing) is left to the requests that carry one.
-    query = request.query_string
+    query = req.query_string
     if b"\x00" in query or b"%00" in query:
-        values += [*request.args.keys(), *request.args.values()]
-    if request.mimetype in _FORMS:
-        values += [*request.form.keys(), *request.form.values()]
+        values += [*req.args.keys(), *req.args.values()]
+    if req.mimetype in _FORMS:
+        values += [*req.form.keys(), *req.form.values()]
     if any("\x00" in v for v in values):
         return problem_response(400, "Bad Request", "NUL bytes are not allowed in paths, queries or forms",
                                 type=TYPES + "malformed")
