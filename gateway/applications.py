@@ -53,6 +53,12 @@ def schema_errors(schema: dict[str, Any], document: Any, *, prefix: str = "") ->
     _schema, validator, quick = _compiled(schema)
     if quick is not None and quick(document):
         return []  # plainly valid: jsonschema would find nothing (tests/unit/test_submit_quick_schema.py)
+    return validator_errors(validator, document, prefix=prefix)
+
+
+def validator_errors(validator: jsonschema.protocols.Validator, document: Any, *,
+                     prefix: str = "") -> list[dict[str, str]]:
+    """jsonschema's own errors of ``document``, as ``schema_errors`` reports them."""
     errors = []
     for error in sorted(validator.iter_errors(document), key=lambda e: list(e.absolute_path)):
         path = prefix + "".join(f"/{p}" for p in error.absolute_path)

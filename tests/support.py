@@ -11,6 +11,7 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -20,7 +21,7 @@ import requests
 
 from gateway.supervisor import free_port
 
-__all__ = ["AMQP_URL", "BrokerHandle", "Proc", "Sandbox", "Stack", "edit_yaml", "free_port", "queue_exists", "start_sandbox",
+__all__ = ["AMQP_URL", "BrokerHandle", "accept_forever", "Proc", "Sandbox", "Stack", "edit_yaml", "free_port", "queue_exists", "start_sandbox",
            "wait_until"]
 
 AMQP_URL = os.environ.get("SATUPINTU_AMQP_URL", "amqp://guest:guest@127.0.0.1:5672/%2F")
@@ -248,3 +249,18 @@ def sqlite_write_lock_held(database: Path):  # noqa: ANN201
     finally:
         blocker.rollback()
         blocker.close()
+
+
+def accept_forever(listener: socket.socket, serve: Callable[[socket.socket], None],
+                   accepted: Callable[[], None] = lambda: None) -> None:
+    """Accept on ``listener`` (until it is closed) in a thread, each connection served by
+    ``serve`` on a thread of its own; ``accepted()`` is called for each, before it is served."""
+    def loop() -> None:
+        while True:
+            try:
+                conn, _ = listener.accept()
+            except OSError:
+                return
+            accepted()
+            threading.Thread(target=serve, args=(conn,), daemon=True).start()
+    threading.Thread(target=loop, daemon=True).start()

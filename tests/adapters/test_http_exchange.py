@@ -12,6 +12,7 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
+from support import accept_forever
 from werkzeug.wrappers import Response
 
 from adapters.egress import EgressPolicy
@@ -39,17 +40,11 @@ class ScriptedAgency:
         self._lock = threading.Lock()
         self._listener = socket.create_server(("127.0.0.1", 0))
         self.url = f"http://127.0.0.1:{self._listener.getsockname()[1]}"
-        threading.Thread(target=self._accept, daemon=True).start()
+        accept_forever(self._listener, self._serve, self._accepted)
 
-    def _accept(self) -> None:
-        while True:
-            try:
-                conn, _ = self._listener.accept()
-            except OSError:
-                return
-            with self._lock:
-                self.connections += 1
-            threading.Thread(target=self._serve, args=(conn,), daemon=True).start()
+    def _accepted(self) -> None:
+        with self._lock:
+            self.connections += 1
 
     def _serve(self, conn: socket.socket) -> None:
         with conn:

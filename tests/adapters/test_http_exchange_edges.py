@@ -17,6 +17,7 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
+from support import accept_forever
 
 from adapters.egress import EgressPolicy
 from adapters.rest_transport import (
@@ -43,16 +44,10 @@ class Agency:
         self.release = threading.Event()
         self._listener = socket.create_server(("127.0.0.1", 0))
         self.url = f"{'https' if tls else 'http'}://127.0.0.1:{self._listener.getsockname()[1]}"
-        threading.Thread(target=self._accept, daemon=True).start()
+        accept_forever(self._listener, self._serve, self._accepted)
 
-    def _accept(self) -> None:
-        while True:
-            try:
-                conn, _ = self._listener.accept()
-            except OSError:
-                return
-            self.connections += 1
-            threading.Thread(target=self._serve, args=(conn,), daemon=True).start()
+    def _accepted(self) -> None:
+        self.connections += 1
 
     def _serve(self, conn: socket.socket) -> None:
         try:

@@ -13,7 +13,7 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
-from support import read_head
+from support import accept_forever, read_head
 from werkzeug.serving import make_server
 from werkzeug.wrappers import Response
 
@@ -44,16 +44,11 @@ def _raw_server(answer: bytes) -> tuple[str, socket.socket]:
     """A server that reads one request head, writes ``answer`` and closes the connection."""
     listener = socket.create_server(("127.0.0.1", 0))
 
-    def serve() -> None:
-        while True:
-            try:
-                conn, _ = listener.accept()
-            except OSError:
-                return
-            with conn:
-                read_head(conn)
-                conn.sendall(answer)
-    threading.Thread(target=serve, daemon=True).start()
+    def serve(conn: socket.socket) -> None:
+        with conn:
+            read_head(conn)
+            conn.sendall(answer)
+    accept_forever(listener, serve)
     return f"http://127.0.0.1:{listener.getsockname()[1]}", listener
 
 

@@ -29,12 +29,7 @@ CATALOG_SCHEMAS = sorted([*REPO.glob("config/services/*.schema.json"), *REPO.glo
 def _jsonschema_errors(schema: Any, document: Any, prefix: str = "") -> list[dict[str, str]]:
     """What ``schema_errors`` answered before it had a quick check: jsonschema alone."""
     validator = jsonschema.Draft202012Validator(schema, format_checker=jsonschema.FormatChecker())
-    errors = []
-    for error in sorted(validator.iter_errors(document), key=lambda e: list(e.absolute_path)):
-        path = prefix + "".join(f"/{p}" for p in error.absolute_path)
-        message = error.message if len(error.message) < 300 else error.message[:297] + "..."
-        errors.append({"path": path or "/", "message": message})
-    return errors
+    return apps.validator_errors(validator, document, prefix=prefix)
 
 
 def _fresh(schema: Any) -> Any:
