@@ -19,7 +19,7 @@ import datetime as dt
 from operator import itemgetter
 from typing import Any, NamedTuple
 
-from sqlalchemy import JSON, Connection, DateTime, insert
+from sqlalchemy import JSON, Connection, insert
 from sqlalchemy.dialects.sqlite import DATETIME as SQLITE_DATETIME
 from sqlalchemy.pool import PoolProxiedConnection
 
@@ -30,27 +30,12 @@ from .records import json_text
 class _Prepared(NamedTuple):
     sql: str  # one row's INSERT
     positional: bool
-    processors: tuple[tuple[str, Any], ...]  # (key, bind processor or None), in the order of the binds
     head: str  # "INSERT INTO t (a, b) VALUES "
     row: str  # "(?, ?)"
     rows_per_statement: int  # 0: executemany
-    shareable: tuple[Any, ...]  # per bind: what its processor's output depends on besides the value (DateTime), or None
     keys: tuple[str, ...]  # the binds' keys, in their order
     values: Any  # row -> the tuple of its values for ``keys`` (an ``itemgetter``)
     processing: tuple[tuple[int, Any], ...]  # (position, bind processor) of the binds that have one
-
-
-def _encoded_once(process: Any, kind: Any, shared: dict[Any, Any]) -> Any:
-    """``process``, remembering its output in ``shared`` per value object (by identity: the
-    caller keeps the values alive as long as ``shared``) and ``kind`` of processor."""
-    def once(value: Any) -> Any:
-        key = (kind, id(value))
-        try:
-            return shared[key]
-        except KeyError:
-            encoded = shared[key] = process(value)
-            return encoded
-    return once
 
 
 def _faster(impl: Any, process: Any, dialect: Any) -> Any:
@@ -121,33 +106,21 @@ class BulkInsert:
             raise ValueError(f"{self.table.name}: INSERT binds {sorted(compiled.binds)}, not {sorted(self.columns)}")
         keys = tuple(compiled.positiontup) if compiled.positional else self.columns
         impls = [self.table.c[key].type.dialect_impl(dialect) for key in keys]
-        processors = tuple((key, _faster(impl, impl.bind_processor(dialect), dialect))
-                           for key, impl in zip(keys, impls, strict=True))
-        # A DateTime's bind processor (SQLite's text) depends on nothing but the value and its
-        # storage format: one timestamp shared by several rows or columns is encoded once.
-        shareable = tuple((type(impl), getattr(impl, "_storage_format", None))
-                          if isinstance(impl, DateTime) and processor is not None else None
-                          for impl, (_key, processor) in zip(impls, processors, strict=True))
+        processors = [_faster(impl, impl.bind_processor(dialect), dialect) for impl in impls]
         head, _, row = compiled.string.rpartition(" VALUES ")
         multirow = dialect.name == "sqlite" and dialect.paramstyle == "qmark" and row.startswith("(")
         values = itemgetter(*keys) if len(keys) > 1 else (lambda row, key=keys[0]: (row[key],))
-        prepared = _Prepared(compiled.string, compiled.positional, processors, head + " VALUES ", row,
-                             max(1, self.SQLITE_MAX_VARIABLES // len(keys)) if multirow else 0, shareable,
-                             keys, values, tuple((i, p) for i, (_k, p) in enumerate(processors) if p is not None))
+        prepared = _Prepared(compiled.string, compiled.positional, head + " VALUES ", row,
+                             max(1, self.SQLITE_MAX_VARIABLES // len(keys)) if multirow else 0,
+                             keys, values, tuple((i, p) for i, p in enumerate(processors) if p is not None))
         self._prepared[dialect] = prepared
         return prepared
 
-    def encode(self, dialect: Any, rows: list[dict[str, Any]], shared: dict[Any, Any] | None = None) -> list[Any]:
+    def encode(self, dialect: Any, rows: list[dict[str, Any]]) -> list[Any]:
         """``rows`` in the driver's form for ``dialect``: one tuple (or dict) of parameters each.
-
-        ``shared``: a dict the caller passes to the ``encode`` calls of rows that share
-        timestamp objects (and keeps no longer than those rows), so that each is encoded once.
-        """
+        (Timestamps shared by several rows are written out once by ``_sqlite_datetime``.)"""
         prepared = self._prepared.get(dialect) or self._prepare(dialect)
         processing = prepared.processing
-        if shared is not None and any(prepared.shareable):
-            processing = tuple((i, p if prepared.shareable[i] is None else _encoded_once(p, prepared.shareable[i], shared))
-                               for i, p in processing)
         # The values of a row in one C call, then only the binds with a processor rewritten.
         get, encoded = prepared.values, []
         for row in rows:
