@@ -21,7 +21,7 @@ import requests
 
 from gateway.supervisor import free_port
 
-__all__ = ["AMQP_URL", "BrokerHandle", "accept_forever", "Proc", "Sandbox", "Stack", "edit_yaml", "free_port", "queue_exists", "start_sandbox",
+__all__ = ["AMQP_URL", "BrokerHandle", "RecordingChannel", "accept_forever", "Proc", "Sandbox", "Stack", "edit_yaml", "free_port", "queue_exists", "start_sandbox",
            "wait_until"]
 
 AMQP_URL = os.environ.get("SATUPINTU_AMQP_URL", "amqp://guest:guest@127.0.0.1:5672/%2F")
@@ -264,3 +264,18 @@ def accept_forever(listener: socket.socket, serve: Callable[[socket.socket], Non
             accepted()
             threading.Thread(target=serve, args=(conn,), daemon=True).start()
     threading.Thread(target=loop, daemon=True).start()
+
+
+class RecordingChannel:
+    """Stands in for pika's channel where only acks and nacks matter (``Tracker._flush``):
+    remembers the delivery tags acked and nacked."""
+
+    def __init__(self) -> None:
+        self.acks: list[int] = []
+        self.nacks: list[int] = []
+
+    def basic_ack(self, tag: int, multiple: bool = False) -> None:
+        self.acks.append(tag)
+
+    def basic_nack(self, tag: int, multiple: bool = False, requeue: bool = True) -> None:
+        self.nacks.append(tag)

@@ -14,22 +14,9 @@ from typing import Any
 
 from sqlalchemy import select
 from sqlalchemy.exc import OperationalError
+from support import RecordingChannel
 
 from gateway.store import tables as t
-
-
-class FakeChannel:
-    """Stands in for pika's channel: remembers the acks and nacks of ``Tracker._flush``."""
-
-    def __init__(self) -> None:
-        self.acks: list[int] = []
-        self.nacks: list[int] = []
-
-    def basic_ack(self, tag: int, multiple: bool = False) -> None:
-        self.acks.append(tag)
-
-    def basic_nack(self, tag: int, multiple: bool = False, requeue: bool = True) -> None:
-        self.nacks.append(tag)
 
 
 def event(request: Any, kind: str, status: str, **extra: Any) -> dict[str, Any]:
@@ -39,7 +26,7 @@ def event(request: Any, kind: str, status: str, **extra: Any) -> dict[str, Any]:
             "occurred_at": dt.datetime.now(dt.UTC).isoformat(), **extra}
 
 
-def flush(engine, catalog, works: list[tuple[str, Any]]) -> FakeChannel:
+def flush(engine, catalog, works: list[tuple[str, Any]]) -> RecordingChannel:
     """Run ``works`` ((application id, event dict or callable)) as one batch of ``Tracker._flush``."""
     from gateway.tracker import Tracker, apply_event
     tracker = Tracker(engine, catalog, amqp_urls=(), namespace="unused")
@@ -49,7 +36,7 @@ def flush(engine, catalog, works: list[tuple[str, Any]]) -> FakeChannel:
             event_id = work["event_id"]
             work = (lambda ev: lambda conn: apply_event(conn, catalog, ev))(work)
         tracker._batch.append((tag, app_id, event_id, work, {}))
-    channel = FakeChannel()
+    channel = RecordingChannel()
     tracker._flush(channel)
     return channel
 

@@ -13,6 +13,7 @@ from typing import Any
 import pytest
 from sqlalchemy import insert, select
 from sqlalchemy.exc import IntegrityError, OperationalError
+from support import RecordingChannel
 
 from gateway import tracker as tracker_module
 from gateway.store import records
@@ -112,17 +113,6 @@ def test_the_ack_falls_back_to_basic_ack_on_another_channel():
     assert plain.acks == [(3, True)]
 
 
-class _Channel:
-    def __init__(self) -> None:
-        self.acked: list[int] = []
-        self.nacked: list[int] = []
-
-    def basic_ack(self, tag: int, multiple: bool = False) -> None:
-        self.acked.append(tag)
-
-    def basic_nack(self, tag: int, multiple: bool = False, requeue: bool = True) -> None:
-        self.nacked.append(tag)
-
 
 def _work(calls: list[Any], fail_first: bool):
     def work(conn) -> None:
@@ -134,7 +124,7 @@ def _work(calls: list[Any], fail_first: bool):
 
 def test_the_tracker_keeps_its_store_connection_between_batches_and_drops_it_after_a_store_error(engine, catalog):
     tracker = Tracker(engine, catalog, amqp_urls=(), namespace="unit")
-    channel, calls = _Channel(), []
+    channel, calls = RecordingChannel(), []
     tracker._batch.append((1, "app-x", None, _work(calls, False), {}))
     tracker._flush(channel)
     tracker._batch.append((2, "app-x", None, _work(calls, False), {}))
@@ -145,6 +135,6 @@ def test_the_tracker_keeps_its_store_connection_between_batches_and_drops_it_aft
     tracker._flush(channel)
     assert len(calls) == 2 and calls[0] is kept and calls[1] is not kept  # retried on a fresh one
     assert kept.closed and tracker._conn is calls[1]
-    assert channel.acked == [1, 2, 3] and channel.nacked == []
+    assert channel.acks == [1, 2, 3] and channel.nacks == []
     tracker._drop_store(invalidate=False)
     assert tracker._conn is None and calls[1].closed
