@@ -44,10 +44,6 @@ def _compiled(schema: dict[str, Any]) -> tuple[dict[str, Any], jsonschema.protoc
     return entry
 
 
-def _validator(schema: dict[str, Any]) -> jsonschema.protocols.Validator:
-    return _compiled(schema)[1]
-
-
 def schema_errors(schema: dict[str, Any], document: Any, *, prefix: str = "") -> list[dict[str, str]]:
     """``[{path, message}]`` for every way ``document`` breaks ``schema``; paths are JSON Pointers."""
     _schema, validator, quick = _compiled(schema)
