@@ -118,11 +118,67 @@ class KeepingThreadWorker(ThreadWorker):
             result = super().handle(conn)
         return result
 
+    def handle_request(self, req: Any, conn: Any) -> Any:
+        if conn.is_http2:
+            return super().handle_request(req, conn)
+        sock = conn.sock
+        conn.sock = held = HeadHeldSocket(sock)
+        try:
+            return super().handle_request(req, conn)
+        finally:
+            conn.sock = sock
+            held.flush()
+
     def _nobody_waiting(self) -> bool:
         """Whether no other connection waits for a thread: a thread keeps its connection only
         then, so that a few busy connections cannot starve the others."""
         queue = getattr(self.tpool, "_work_queue", None)
         return queue is not None and queue.empty()
+
+
+class HeadHeldSocket:
+    """A connection's socket for one response, whose head goes out with the body.
+
+    gunicorn sends a response's status line and headers in one ``sendall`` and its body in
+    the next: two system calls and two TCP segments for every small JSON answer, and for
+    the client two reads, often two wake-ups.  Here the head of a response of known length
+    waits for the body's first bytes and leaves with them in one ``sendall``.  The head of
+    any other response (streamed, such as server-sent events; an interim 103) is sent at
+    once, as before, so a stream's client still sees its headers before the first event.
+    Anything else done with the socket (``sendfile``, ``shutdown``, ``close``...) sends a
+    held head first, and the worker sends it when the request is done whatever happened
+    (a body-less answer: HEAD, 204, 304).
+    """
+
+    __slots__ = ("_sock", "_head", "_fresh")
+
+    def __init__(self, sock: Any) -> None:
+        self._sock = sock
+        self._head: bytes | None = None
+        self._fresh = True
+
+    def sendall(self, data: bytes) -> None:
+        if self._fresh:
+            self._fresh = False
+            if b"\r\ncontent-length:" in bytes(data).lower():
+                self._head = bytes(data)
+                return
+        elif self._head is not None:
+            data, self._head = self._head + data, None
+        self._sock.sendall(data)
+
+    def flush(self) -> None:
+        """Send a head still held (OSError if the connection is gone, as a send would)."""
+        head, self._head = self._head, None
+        if head is not None:
+            self._sock.sendall(head)
+
+    def __getattr__(self, name: str) -> Any:
+        try:
+            self.flush()
+        except OSError:
+            pass  # the connection is gone: the operation asked for will say so itself
+        return getattr(self._sock, name)
 
 
 def _buffered(conn: Any) -> bool:

@@ -24,8 +24,17 @@ def app(environ, start_response):
     body = f"{os.getpid()} {threading.get_ident()} {environ['PATH_INFO']}".encode()
     if environ["REQUEST_METHOD"] == "POST":
         body += b" " + environ["wsgi.input"].read(int(environ.get("CONTENT_LENGTH") or 0))
+    if environ["PATH_INFO"] == "/stream":  # no length; its second event waits for a file
+        start_response("200 OK", [("Content-Type", "text/event-stream")])
+        return _stream(environ["QUERY_STRING"])
     start_response("200 OK", [("Content-Type", "text/plain"), ("Content-Length", str(len(body)))])
     return [body]
+
+def _stream(go):
+    yield b"data: first\\n\\n"
+    while not os.path.exists(go):
+        threading.Event().wait(0.01)
+    yield b"data: second\\n\\n"
 '''
 
 
@@ -123,6 +132,78 @@ def test_a_client_that_closes_is_let_go(server):
     fresh.request("GET", "/after")
     assert fresh.getresponse().read().endswith(b"/after")
     fresh.close()
+
+
+class RecordingSocket:
+    def __init__(self):
+        self.sent = []
+        self.closed = False
+
+    def sendall(self, data):
+        self.sent.append(bytes(data))
+
+    def close(self):
+        self.closed = True
+
+
+SIZED_HEAD = b"HTTP/1.1 201 CREATED\r\nServer: x\r\nContent-Length: 2\r\n\r\n"
+STREAM_HEAD = b"HTTP/1.1 200 OK\r\nServer: x\r\nTransfer-Encoding: chunked\r\n\r\n"
+
+
+def test_a_sized_answer_leaves_in_one_send():
+    sock = RecordingSocket()
+    held = serving.HeadHeldSocket(sock)
+    held.sendall(SIZED_HEAD)
+    assert sock.sent == []
+    held.sendall(b"{}")
+    held.flush()
+    assert sock.sent == [SIZED_HEAD + b"{}"]
+
+
+def test_a_streamed_answer_sends_its_head_at_once_and_each_chunk_as_written():
+    sock = RecordingSocket()
+    held = serving.HeadHeldSocket(sock)
+    held.sendall(STREAM_HEAD)
+    assert sock.sent == [STREAM_HEAD]
+    held.sendall(b"5\r\nfirst\r\n")
+    held.sendall(b"0\r\n\r\n")
+    assert sock.sent == [STREAM_HEAD, b"5\r\nfirst\r\n", b"0\r\n\r\n"]
+
+
+def test_a_held_head_goes_out_before_anything_else_is_done_with_the_socket():
+    sock = RecordingSocket()
+    held = serving.HeadHeldSocket(sock)
+    held.sendall(SIZED_HEAD)
+    held.close()  # e.g. gunicorn closing after a failure, or sendfile
+    assert sock.sent == [SIZED_HEAD] and sock.closed
+    held.flush()
+    assert sock.sent == [SIZED_HEAD]  # sent once
+
+
+def test_a_bodiless_answer_gets_its_head_when_the_request_is_done(server):
+    port, _ = server
+    connection = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+    connection.request("HEAD", "/n/1")
+    response = connection.getresponse()
+    assert response.status == 200 and int(response.headers["Content-Length"]) > 0
+    assert response.read() == b""
+    connection.request("GET", "/n/2")  # the same connection goes on
+    assert connection.getresponse().read().endswith(b"/n/2")
+    connection.close()
+
+
+def test_a_streamed_answer_is_sent_as_it_is_written(server, tmp_path):
+    port, _ = server
+    go = tmp_path / "go"
+    connection = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+    connection.request("GET", f"/stream?{go}")
+    response = connection.getresponse()
+    assert response.status == 200
+    assert response.headers["Content-Type"] == "text/event-stream"
+    assert response.read1() == b"data: first\n\n"  # times out if it waited for the rest
+    go.touch()
+    assert response.read() == b"data: second\n\n"
+    connection.close()
 
 
 def test_spread_comes_from_the_environment():
