@@ -39,18 +39,20 @@ HEADERS = {
 def _serve() -> None:
     from sandbox.agency import Agency
     from sandbox.agency_server import AgencyServer
-    from sandbox.company_registry import AGENCY_ID, create_app
-    from sandbox.front_desk import FrontDesk
-    from sandbox.server import SandboxSettings
+    from sandbox.company_registry import AGENCY_ID
+    from sandbox.scheduler import Scheduler
+    from sandbox.server import PROTOCOLS, SandboxSettings, build_app
 
     settings = SandboxSettings()
-    agency = Agency(AGENCY_ID, "rest")
-    server = AgencyServer(AGENCY_ID, FrontDesk(agency, create_app(agency)), "127.0.0.1", 0,
-                          threads=settings.threads, connection_limit=settings.connection_limit)
+    scheduler = Scheduler()  # the registry's app takes none, but build_app() asks for one
+    desk = build_app(Agency(AGENCY_ID, PROTOCOLS[AGENCY_ID]), scheduler)
+    server = AgencyServer(AGENCY_ID, desk, "127.0.0.1", 0, threads=settings.threads,
+                          connection_limit=settings.connection_limit, quick=desk.is_quick)
     print(server.start(), flush=True)
     sys.stdin.read()  # until the parent closes our stdin
     server.begin_stop()
     server.stop(time.monotonic() + 2)
+    scheduler.stop()
 
 
 def _cpu_seconds(pid: int) -> tuple[float, float]:

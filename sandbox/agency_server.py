@@ -4,6 +4,10 @@ Waitress keeps HTTP/1.1 connections alive and answers from a fixed thread pool, 
 agency's server does; werkzeug's development server closed every connection and started a
 thread for each, which cost the sandbox much of its CPU under load. Each server has its own
 socket map, so it runs its own I/O loop in a thread of its own and stops on its own.
+
+A call the app says is quick (``quick(method, path)``: the filing calls without a latency
+knob) is answered on the I/O loop's thread rather than handed to the pool: see
+``AgencyChannel``.
 """
 
 from __future__ import annotations
@@ -18,9 +22,13 @@ from typing import Any
 from waitress import wasyncore
 from waitress.adjustments import Adjustments
 from waitress.channel import HTTPChannel
-from waitress.server import BaseWSGIServer, create_server
+from waitress.server import TcpWSGIServer
+from waitress.task import WSGITask
 
 SERVER_HEADER = "satupintu-sandbox"
+# True in the environ of a call answered on the I/O loop's thread: it must not block.
+ON_IO_LOOP = "sandbox.on_io_loop"
+Quick = Callable[[str, str], bool]  # (method, path) -> may be answered on the I/O loop
 SEND_BYTES = 18000  # waitress's default before 1.3
 # Deprecated since waitress 1.3 but still honoured; if a later waitress drops it, its own
 # default (the same bytes, at more CPU per call) is used rather than failing to start.
@@ -39,6 +47,7 @@ class AgencyServer:
         *,
         threads: int,
         connection_limit: int,
+        quick: Quick | None = None,
     ) -> None:
         self.name = name
         self.app = app
@@ -46,7 +55,8 @@ class AgencyServer:
         self.port = port
         self.threads = threads
         self.connection_limit = connection_limit
-        self._server: BaseWSGIServer | None = None
+        self.quick = quick
+        self._server: AgencyWSGIServer | None = None
         self._socket_map: dict[int, Any] = {}
         self._loop: threading.Thread | None = None
 
@@ -68,11 +78,8 @@ class AgencyServer:
         self._loop.start()
         return self.port
 
-    def _create(self, listener: socket.socket) -> BaseWSGIServer:
-        return create_server(
-            self.app,
-            map=self._socket_map,  # our own: this server's loop serves only it
-            sockets=[listener],
+    def _create(self, listener: socket.socket) -> AgencyWSGIServer:
+        adjustments = Adjustments(
             threads=self.threads,
             connection_limit=self.connection_limit,
             # Workers keep idle connections in their pools for a while; keep them open
@@ -91,10 +98,21 @@ class AgencyServer:
             # answers are still sent as they are written.
             **_TUNING,
         )
+        # What waitress's create_server() does for one listening socket, with our classes.
+        return AgencyWSGIServer(
+            self.app,
+            self._socket_map,  # our own: this server's loop serves only it
+            _sock=listener,
+            adj=adjustments,
+            bind_socket=False,
+            sockinfo=(listener.family, listener.type, listener.proto, listener.getsockname()),
+            quick=self.quick,
+        )
 
     def begin_stop(self) -> None:
         """Let the pool's idle threads go; busy ones finish their call, then go."""
         if self._server:
+            self._server.quick = None  # no new calls are answered, on the loop either
             self._server.task_dispatcher.set_thread_count(0)
 
     def stop(self, deadline: float) -> None:
@@ -112,6 +130,75 @@ class AgencyServer:
         if self._loop:
             self._loop.join(max(0.1, deadline - time.monotonic()))
             self._loop = None
+
+
+class AgencyTask(WSGITask):
+    """Tells the app (``ON_IO_LOOP``) whether it answers on the I/O loop's thread."""
+
+    def get_environment(self) -> dict[str, Any]:
+        environ = super().get_environment()
+        environ[ON_IO_LOOP] = self.channel.server.on_loop()
+        return environ
+
+
+class AgencyChannel(HTTPChannel):
+    """A connection whose quick calls are answered on the I/O loop's thread.
+
+    Handing a call to the pool costs a thread switch there and back, a pull of the
+    loop's trigger and two more turns of the loop, each of which asks every open
+    connection (a worker pool keeps many idle ones) whether it is readable or writable.
+    A quick call takes less CPU than that hand-over, and the GIL lets only one thread
+    run at a time anyway; so the loop answers it right after reading it and sends the
+    answer at once. Slow calls (a ``latency_ms`` sleep) still go to the pool, so one
+    never holds up the loop.
+    """
+
+    task_class = AgencyTask
+    answer_here = False  # set by AgencyWSGIServer.add_task for a quick call just read
+
+    def handle_read(self) -> None:
+        super().handle_read()
+        if not self.answer_here:
+            return
+        while self.answer_here:
+            self.answer_here = False
+            self.service()  # sets answer_here again if a pipelined quick call is next
+        if self.writable():
+            self.handle_write()  # now, rather than on the loop's next turn
+
+
+class AgencyWSGIServer(TcpWSGIServer):
+    """Waitress's TCP server, answering quick calls on its loop (``AgencyChannel``)."""
+
+    channel_class = AgencyChannel
+
+    def __init__(self, *args: Any, quick: Quick | None, **kwargs: Any) -> None:
+        self.quick = quick
+        self.loop_thread: int | None = None
+        super().__init__(*args, **kwargs)
+
+    def run(self) -> None:
+        self.loop_thread = threading.get_ident()
+        super().run()
+
+    def on_loop(self) -> bool:
+        return threading.get_ident() == self.loop_thread
+
+    def add_task(self, task: AgencyChannel) -> None:
+        """Start on the channel's next call: here if it is quick and we are the loop,
+        else in the pool. Called with the channel's requests lock held, so the loop
+        answers it once ``handle_read`` has read what there was to read."""
+        quick = self.quick
+        request = task.requests[0]
+        if quick and self.on_loop() and quick(request.command, request.path):
+            task.answer_here = True
+        else:
+            super().add_task(task)
+
+    def pull_trigger(self) -> None:
+        """Wake the loop when a pool thread has written; the loop itself need not be."""
+        if not self.on_loop():
+            super().pull_trigger()
 
 
 def bind(host: str, port: int) -> socket.socket:

@@ -8,7 +8,7 @@ from typing import Any
 from flask import Flask, jsonify
 
 from .agency import Agency, now_iso
-from .rest import Answer, file_once, lookup, rest_app
+from .rest import Answer, FilingRoute, filing_route, lookup, rest_app
 
 AGENCY_ID = "company-registry"
 RECORD_FIELDS = ("company_name", "owner_nik", "owner_name", "address", "sector")
@@ -37,9 +37,8 @@ def create_app(agency: Agency) -> Flask:
             }
         return 201, record
 
-    @app.post("/companies")
-    def register_company():
-        return file_once(agency, "register_company", ("company_name",), register)
+    filing = FilingRoute(agency, "register_company", ("company_name",), register)
+    filing_route(app, "/companies", "register_company", filing)
 
     @app.get("/companies")
     def lookup_company():

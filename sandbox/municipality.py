@@ -16,7 +16,7 @@ from flask import Flask, jsonify
 
 from .agency import Agency, now_iso
 from .auth import sign
-from .rest import Answer, file_once, lookup, rest_app
+from .rest import Answer, FilingRoute, filing_route, lookup, rest_app
 from .scheduler import Scheduler
 
 AGENCY_ID = "municipality"
@@ -154,9 +154,8 @@ def create_app(agency: Agency, scheduler: Scheduler) -> Flask:
             permits[permit["permit_id"]] = permit
         return status, view(permit)
 
-    @app.post("/permits")
-    def create_permit():
-        return file_once(agency, "file_permit", ("company_name",), file_permit)
+    filing = FilingRoute(agency, "file_permit", ("company_name",), file_permit)
+    filing_route(app, "/permits", "create_permit", filing)
 
     @app.get("/permits")
     def lookup_permit():

@@ -13,6 +13,7 @@ from .agency import Agency
 from .agency_server import AgencyServer
 from .front_desk import FrontDesk
 from .knobs import KnobError
+from .rest import quick_routes
 from .scheduler import Scheduler
 
 AGENCY_IDS = ("company-registry", "municipality", "tax-office", "social-security")
@@ -50,7 +51,7 @@ class SandboxSettings:
     connection_limit: int = 1000
 
 
-def build_app(agency: Agency, scheduler: Scheduler):
+def build_app(agency: Agency, scheduler: Scheduler) -> FrontDesk:
     """The WSGI app of one agency, behind its front desk."""
     if agency.id == "company-registry":
         inner = company_registry.create_app(agency)
@@ -59,8 +60,8 @@ def build_app(agency: Agency, scheduler: Scheduler):
     else:
         from . import soap_desk  # spyne is only needed for the SOAP agencies
 
-        inner = soap_desk.create_app(agency)
-    return FrontDesk(agency, inner)
+        return FrontDesk(agency, soap_desk.create_app(agency))
+    return FrontDesk(agency, inner, quick_routes(inner))
 
 
 class Sandbox:
@@ -93,16 +94,15 @@ class Sandbox:
         self._scheduler = Scheduler()
         try:
             for agency_id, agency in self.agencies.items():
-                app = build_app(agency, self._scheduler)
-                if settings.verbose:
-                    app = AccessLog(agency_id, app)
+                desk = build_app(agency, self._scheduler)
                 server = AgencyServer(
                     agency_id,
-                    app,
+                    AccessLog(agency_id, desk) if settings.verbose else desk,
                     settings.host,
                     settings.ports.get(agency_id, DEFAULT_PORTS[agency_id]),
                     threads=settings.threads,
                     connection_limit=settings.connection_limit,
+                    quick=desk.is_quick,
                 )
                 self._servers.append(server)
                 port = server.start()
