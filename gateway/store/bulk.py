@@ -16,6 +16,7 @@ of several submissions can go in one statement (``gateway/store/group_commit.py`
 from __future__ import annotations
 
 import datetime as dt
+from itertools import chain
 from operator import itemgetter
 from typing import Any, NamedTuple
 
@@ -36,6 +37,7 @@ class _Prepared(NamedTuple):
     keys: tuple[str, ...]  # the binds' keys, in their order
     values: Any  # row -> the tuple of its values for ``keys`` (an ``itemgetter``)
     processing: tuple[tuple[int, Any], ...]  # (position, bind processor) of the binds that have one
+    statements: dict[int, str]  # row count -> the multi-row INSERT, made once per count
 
 
 def _faster(impl: Any, process: Any, dialect: Any) -> Any:
@@ -84,6 +86,13 @@ def _sqlite_datetime(process: Any) -> Any:
     return sqlite_datetime
 
 
+def _multirow(prepared: _Prepared, count: int) -> str:
+    """The INSERT of ``count`` rows, kept: the same string object each time, whose hash the
+    driver's statement cache then does not compute again (nor the text joined again)."""
+    sql = prepared.statements[count] = prepared.head + ", ".join([prepared.row] * count)
+    return sql
+
+
 class BulkInsert:
     """One table's ``INSERT`` of fixed columns, compiled once per dialect.
 
@@ -112,7 +121,7 @@ class BulkInsert:
         values = itemgetter(*keys) if len(keys) > 1 else (lambda row, key=keys[0]: (row[key],))
         prepared = _Prepared(compiled.string, compiled.positional, head + " VALUES ", row,
                              max(1, self.SQLITE_MAX_VARIABLES // len(keys)) if multirow else 0,
-                             keys, values, tuple((i, p) for i, p in enumerate(processors) if p is not None))
+                             keys, values, tuple((i, p) for i, p in enumerate(processors) if p is not None), {})
         self._prepared[dialect] = prepared
         return prepared
 
@@ -149,8 +158,8 @@ class BulkInsert:
             if prepared.rows_per_statement:
                 for at in range(0, len(encoded), prepared.rows_per_statement):
                     chunk = encoded[at:at + prepared.rows_per_statement]
-                    sql = prepared.head + ", ".join([prepared.row] * len(chunk))
-                    params = [value for row in chunk for value in row]
+                    sql = prepared.statements.get(len(chunk)) or _multirow(prepared, len(chunk))
+                    params = list(chain.from_iterable(chunk))
                     cursor.execute(sql, params)
             elif encoded:
                 cursor.executemany(sql, params)

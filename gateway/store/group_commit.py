@@ -29,7 +29,7 @@ import os
 import threading
 import weakref
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 from sqlalchemy import Connection, Engine
@@ -53,8 +53,16 @@ class Writes:
 
 @dataclass(eq=False)
 class _Ticket:
+    """One submission's place in the queue.
+
+    A ticket that has to wait gets ``woken``, a lock taken at once and released by whoever
+    wakes it: the primitive an ``Event`` (its ``Condition``, and a lock per ``wait``) is built
+    on, without the layers around it that cost a few us per waiter, with the GIL held, in the
+    hand-over where other writers queue.  A ticket that leads at once needs none.
+    """
+
     writes: Writes
-    woken: threading.Event = field(default_factory=threading.Event)
+    woken: Any = None  # a held ``threading.Lock`` while the ticket waits
     lead: bool = False  # woken to lead the next group
     alone: bool = False  # woken because its group failed: write it alone
 
@@ -89,9 +97,11 @@ class GroupCommit:
         with self._lock:
             self._waiting.append(ticket)
             ticket.lead = not self._leading
+            if not ticket.lead:
+                ticket.woken = _held_lock()
             self._leading = True
         if not ticket.lead:
-            ticket.woken.wait()
+            ticket.woken.acquire()  # until ``_lead`` releases it
             if ticket.alone:
                 self._transaction([ticket])
             if not ticket.lead:
@@ -110,13 +120,13 @@ class GroupCommit:
             if self._waiting:
                 successor = self._waiting[0]
                 successor.lead = True
-                successor.woken.set()
+                successor.woken.release()
             else:
                 self._leading = False
         for other in group:
             if other is not ticket:
                 other.alone = error is not None
-                other.woken.set()
+                other.woken.release()
         if error is not None:
             if len(group) == 1 or not isinstance(error, Exception):
                 raise error
@@ -154,6 +164,13 @@ class GroupCommit:
                 raise translate(error, dialect, f"NOTIFY {channel}") from error
             finally:
                 cursor.close()
+
+
+def _held_lock() -> Any:
+    """A new lock, already taken: whoever releases it lets the one thread that waits on it go."""
+    lock = threading.Lock()
+    lock.acquire()
+    return lock
 
 
 _GROUPS: weakref.WeakKeyDictionary[Engine, GroupCommit] = weakref.WeakKeyDictionary()

@@ -49,9 +49,15 @@ def json_dumper(*, sort_keys: bool = False, separators: tuple[str, str] = (", ",
 
     ``json.dumps`` with any option builds a ``JSONEncoder`` per call, and each call goes
     through ``encode`` and ``iterencode`` to the C encoder; ~17 calls per submission made
-    those layers ~1 us each.  This calls what ``JSONEncoder.encode`` ends in (a C encoder with
-    a fresh circular-reference memo each time, as ``check_circular`` does), and is the plain
-    ``JSONEncoder(...).encode`` where the C accelerator is missing.
+    those layers ~1 us each.  This calls what ``JSONEncoder.encode`` ends in, the C encoder,
+    and is the plain ``JSONEncoder(...).encode`` where the C accelerator is missing.
+
+    The C encoder is built once, without a circular-reference memo: the memo is what made a
+    fresh encoder (and a dict of every container's id) necessary per call, ~0.5 us each.  A
+    value that refers to itself then ends in ``RecursionError`` rather than going on forever,
+    and only then is it encoded again as ``check_circular`` does, to fail as ``json.dumps``
+    fails (``ValueError: Circular reference detected``, or its ``RecursionError`` for a value
+    nested too deep).
     """
     encoder = json.JSONEncoder(sort_keys=sort_keys, separators=separators, ensure_ascii=ensure_ascii,
                                default=default)
@@ -61,12 +67,16 @@ def json_dumper(*, sort_keys: bool = False, separators: tuple[str, str] = (", ",
     string = json.encoder.encode_basestring_ascii if ensure_ascii else json.encoder.encode_basestring
     item_separator, key_separator = separators
     on_unknown = encoder.default  # ``default``, or the method that raises TypeError
+    unchecked = make(None, on_unknown, string, None, key_separator, item_separator, sort_keys, False, True)
 
     def dumps(value: Any) -> str:
         if isinstance(value, str):
             return string(value)
-        return "".join(make({}, on_unknown, string, None, key_separator, item_separator, sort_keys, False, True)(
-            value, 0))
+        try:
+            return "".join(unchecked(value, 0))
+        except RecursionError:
+            checked = make({}, on_unknown, string, None, key_separator, item_separator, sort_keys, False, True)
+            return "".join(checked(value, 0))
     return dumps
 
 
