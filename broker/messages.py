@@ -15,6 +15,7 @@ import time
 from typing import Any
 
 from adapters.base import AgencyRequest
+from gateway.domain.ids import uuid7_hex
 
 ORIGIN = f"{socket.gethostname()}:{os.getpid()}"
 
@@ -28,11 +29,9 @@ OUTCOME_STATUS = {
 
 
 def new_id() -> str:
-    """A random UUID (version 4) in hex, exactly as ``uuid.uuid4().hex``, without building a ``UUID``."""
-    n = int.from_bytes(os.urandom(16), "big")
-    n = (n & ~(0xF000 << 64)) | (4 << 76)  # version 4
-    n = (n & ~(0xC000 << 48)) | (0x8000 << 48)  # RFC 4122 variant
-    return f"{n:032x}"
+    """A fresh id: a UUID of version 7 in hex, time first (``gateway/domain/ids.py``: it keys
+    an index, where ids made one after another share pages)."""
+    return uuid7_hex()
 
 
 # The last whole second formatted, ``(seconds, "2026-11-28T12:00:00")``: every event of that

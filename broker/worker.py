@@ -29,7 +29,6 @@ import json
 import logging
 import threading
 import time
-import uuid
 from collections.abc import Callable
 from typing import Any
 
@@ -362,7 +361,7 @@ class Worker:
                                       reason=outcome.reason, output=outcome.output, detail=call)
         delivery.publish(self.names.status, messages.status_key(event), event)
         if kind == "send" and outcome.kind is OutcomeKind.ACCEPTED and agency.decisions == "poll":
-            poll_body = dict(body, kind="poll", reference=outcome.reference, message_id=uuid.uuid4().hex)
+            poll_body = dict(body, kind="poll", reference=outcome.reference, message_id=messages.new_id())
             self._schedule_poll(delivery, agency, poll_body, dict(headers, **{"x-poll-started": int(time.time()),
                                                                                "x-poll-round": 0}), None)
 
@@ -531,7 +530,7 @@ class _Session(AsyncSession):
     def publish(self, exchange: str, routing_key: str, body: dict[str, Any], headers: dict[str, Any] | None,
                 *, token: _Delivery | None) -> None:
         assert self.window is not None
-        message_id = body.get("message_id") or body.get("event_id") or uuid.uuid4().hex
+        message_id = body.get("message_id") or body.get("event_id") or messages.new_id()
         self.window.publish(exchange, routing_key, body, headers, token, message_id=message_id)
 
     # --- connection lifecycle --------------------------------------------------------

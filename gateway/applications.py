@@ -5,6 +5,7 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 import os
+import time
 from collections.abc import Callable
 from types import SimpleNamespace
 from typing import Any
@@ -17,6 +18,7 @@ from . import notifier
 from .catalog import Catalog, Service
 from .clients import Client
 from .domain.errors import Conflict, NotFound, ValidationFailed
+from .domain.ids import uuid7_hexes
 from .domain.status import ApplicationStatus, RequestStatus, combined_status
 from .ops.masking import nik_hashes
 from .quick_schema import quick_check
@@ -192,16 +194,18 @@ class _NewApplication:
 
 
 class _RandomIds:
-    """The random ids of one submission, cut from one ``os.urandom`` call.
+    """The ids of one submission, cut from one ``os.urandom`` call.
 
     ``uuid4().hex`` per id is one ``getrandom`` system call each, and each call lets go of
     the GIL: with other threads of the process waiting for it, ~14 hand-overs per
-    submission.  ``uuid()`` has the form of ``uuid.uuid4().hex`` (version and variant bits set).
+    submission.  ``uuid()`` is a time-ordered id (``gateway/domain/ids.py``), all of one
+    submission made in the same millisecond.
     """
 
     def __init__(self, count: int):
         self._pool = os.urandom(16 * count)
         self._at = 0
+        self._ms = time.time_ns() // 1_000_000
 
     def _take(self, n: int) -> bytes:
         if self._at + n > len(self._pool):
@@ -210,10 +214,7 @@ class _RandomIds:
         return self._pool[self._at - n:self._at]
 
     def uuid(self) -> str:
-        raw = bytearray(self._take(16))
-        raw[6] = raw[6] & 0x0F | 0x40  # version 4
-        raw[8] = raw[8] & 0x3F | 0x80  # RFC 4122 variant
-        return raw.hex()
+        return uuid7_hexes(self._take(16), self._ms)
 
     def hex(self, nbytes: int) -> str:
         return self._take(nbytes).hex()

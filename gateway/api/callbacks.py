@@ -8,7 +8,6 @@ like any other event (so a terminal request never changes).
 from __future__ import annotations
 
 import datetime as dt
-import uuid
 
 from flask import Blueprint, Response, json, request
 from sqlalchemy import delete, insert, select
@@ -16,6 +15,7 @@ from sqlalchemy.exc import IntegrityError
 
 from .. import signatures
 from ..domain.errors import ConfigError
+from ..domain.ids import uuid7_hex
 from ..store import records
 from ..store import tables as t
 from .applications import json_body, raw_body
@@ -80,7 +80,7 @@ def callback(agency_id: str) -> Response:
             raise Problem(409, "Conflict", "this signature was used before (replay)", type=TYPES + "replay") from None
         app = records.application_row(conn, req.application_id)
         event = {
-            "event_id": uuid.uuid4().hex, "type": "callback", "status": body["status"],
+            "event_id": uuid7_hex(), "type": "callback", "status": body["status"],
             "request_id": req.id, "application_id": req.application_id, "service": app.service,
             "step": req.step, "agency": agency.id, "reference": body.get("reference"), "reason": body.get("reason"),
             "output": None, "attempt": None, "detail": {}, "origin": f"callback from {agency.id}",

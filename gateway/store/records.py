@@ -9,13 +9,13 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 import json
-import uuid
 from collections.abc import Callable, Iterable
 from typing import Any
 
 from sqlalchemy import Connection, and_, bindparam, func, insert, or_, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 
+from ..domain.ids import uuid7_hex
 from . import tables as t
 from .engine import translate
 
@@ -40,7 +40,8 @@ def iso(value: dt.datetime | None) -> str | None:
 
 
 def new_id(prefix: str) -> str:
-    return f"{prefix}_{uuid.uuid4().hex}"
+    """``<prefix>_`` and a time-ordered id (``gateway/domain/ids.py``)."""
+    return f"{prefix}_{uuid7_hex()}"
 
 
 def json_dumper(*, sort_keys: bool = False, separators: tuple[str, str] = (", ", ": "), ensure_ascii: bool = True,
@@ -316,7 +317,7 @@ def add_event(conn: Connection, *, application_id: str, type: str, event_id: str
     """
     deferred = _deferred(conn)
     if event_id is None:
-        event_id, statement = uuid.uuid4().hex, _INSERT_EVENT
+        event_id, statement = uuid7_hex(), _INSERT_EVENT
     elif deferred is not None:
         if event_id not in deferred.checked:  # not among the ids looked up in one go
             deferred.checked.add(event_id)

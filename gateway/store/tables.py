@@ -18,6 +18,7 @@ from sqlalchemy import (
     Table,
     Text,
     UniqueConstraint,
+    text,
 )
 
 metadata = MetaData()
@@ -77,7 +78,10 @@ requests = Table(
     Column("output", JSON),
     Column("updated_at", DateTime(timezone=True), nullable=False),
     UniqueConstraint("application_id", "step", name="uq_requests_step"),
-    Index("ix_requests_agency_reference", "agency", "agency_reference"),
+    # Only the references agencies gave: a request has none when it is filed, so its index
+    # entry is written when the agency answers, not at the submission (schema version 5).
+    Index("ix_requests_agency_reference_known", "agency_reference",
+          sqlite_where=text("agency_reference IS NOT NULL"), postgresql_where=text("agency_reference IS NOT NULL")),
 )
 
 outbox = Table(

@@ -104,7 +104,7 @@ def test_a_publish_on_a_closed_channel_raises_and_counts_nothing():
     assert window.in_flight == 0 and channel.connection.written == []
 
 
-def test_event_ids_are_random_version_4_uuids_in_hex():
+def test_event_ids_are_time_ordered_version_7_uuids_in_hex():
     import uuid
 
     from broker.messages import new_id
@@ -112,4 +112,4 @@ def test_event_ids_are_random_version_4_uuids_in_hex():
     assert len(ids) == 2000
     for value in list(ids)[:200]:
         parsed = uuid.UUID(hex=value)
-        assert parsed.hex == value and parsed.version == 4 and parsed.variant == uuid.RFC_4122
+        assert parsed.hex == value and parsed.version == 7 and parsed.variant == uuid.RFC_4122
