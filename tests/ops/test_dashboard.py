@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 import uuid
 
 import pytest
@@ -143,6 +144,20 @@ def test_search_finds_by_id_reference_and_nik(client, make_key, example, ops_key
     assert body["query"] == "3171********0123"
     assert client.get("/ops/api/search", query_string={"q": "3171999999990000"}, headers=auth).get_json()[
         "results"] == []
+
+
+def test_a_search_by_id_prefix_lists_the_newest_first(client, make_key, example, ops_key):
+    docs = []
+    for _ in range(3):
+        docs.append(submit(client, make_key, example))
+        time.sleep(0.002)  # the next one in a later millisecond
+    assert sorted(d["id"] for d in docs) == [d["id"] for d in docs]  # ids begin with the time
+    auth = {"Authorization": f"Bearer {ops_key}"}
+    prefix = docs[0]["id"][:8]  # app_ and the first hex digits: the same for all three
+    body = client.get("/ops/api/search", query_string={"q": prefix}, headers=auth).get_json()
+    found = [r["id"] for r in body["results"] if r["matched"] == "id prefix"]
+    assert [d["id"] for d in reversed(docs)] == [i for i in found if i in {d["id"] for d in docs}]
+    assert found == sorted(found, reverse=True)
 
 
 def test_the_search_form_posts_so_a_nik_stays_out_of_the_url(client, make_key, example, ops_key):
