@@ -180,7 +180,8 @@ class Worker:
             log.error("unreadable message on %s: %r", method.routing_key, exc)
             acks.refuse(method.delivery_tag, requeue=False)
             return
-        delivery = _Delivery(session, acks, method.delivery_tag, body.get("request_id"))
+        delivery = _Delivery(session, acks, method.delivery_tag, body.get("request_id"),
+                             returned=_returned(props.headers))
         # Broker-set headers (delivery count, x-death) belong to this delivery, not to the
         # messages we publish from it.
         headers = {k: v for k, v in (props.headers or {}).items()
@@ -414,16 +415,18 @@ class _Delivery:
     same ioloop.  All confirmed: acked (through its channel's ``AckLedger``, perhaps
     together with its neighbours).  Any refused (a nack, or returned for want of a queue):
     ``basic_nack(requeue=True)``, so the message comes back, as when a blocking publish
-    failed before.
+    failed before -- after a pause (``requeue_delay``): see there.
     """
 
-    __slots__ = ("session", "acks", "tag", "request_id", "outstanding", "failed", "sealed", "settled")
+    __slots__ = ("session", "acks", "tag", "request_id", "returned", "outstanding", "failed", "sealed", "settled")
 
-    def __init__(self, session: _Session, acks: AckLedger, tag: int, request_id: str | None):
+    def __init__(self, session: _Session, acks: AckLedger, tag: int, request_id: str | None, *,
+                 returned: int = 0):
         self.session = session
         self.acks = acks
         self.tag = tag
         self.request_id = request_id
+        self.returned = returned  # times the broker had handed this message back before
         self.outstanding = 0
         self.failed = False
         self.sealed = False
@@ -454,10 +457,38 @@ class _Delivery:
             return
         self.settled = True
         if self.failed:
-            log.error("a message published for %s was not confirmed; requeueing", self.request_id)
-            self.acks.refuse(self.tag, requeue=True)
+            delay = requeue_delay(self.returned)
+            log.error("a message published for %s was not confirmed; requeueing it in %g s", self.request_id, delay)
+            self.session.ioloop.call_later(delay, self._requeue)
         else:
             self.acks.ready(self.tag)
+
+    def _requeue(self) -> None:
+        self.acks.refuse(self.tag, requeue=True)
+
+
+# An outcome the broker would not confirm means trouble at the broker (a queue without a
+# leader while a node is lost, a full disk), not in the message.  Handed back at once, the
+# message came straight back, failed again and reached the queue's delivery limit within
+# a second: dead-lettered, its bundle failed, over a fail-over of a few seconds
+# (tests/scale/test_rabbitmq_cluster.py).  Held unacked for a pause that doubles with each
+# return, it gets 0.5 + 1 + 2 + 4 + 8 s ~ 15 s of broker trouble before the limit; the
+# held messages fill the prefetch, so the worker takes no new work meanwhile.
+REQUEUE_DELAY_FIRST = 0.5
+REQUEUE_DELAY_MAX = 8.0
+
+
+def requeue_delay(returned: int) -> float:
+    """Seconds to hold a delivery, handed back ``returned`` times before, before requeueing it."""
+    return min(REQUEUE_DELAY_MAX, REQUEUE_DELAY_FIRST * 2 ** min(returned, 16))
+
+
+def _returned(headers: dict[str, Any] | None) -> int:
+    """How often the broker had handed this message back (quorum queues' ``x-delivery-count``)."""
+    try:
+        return max(0, int((headers or {}).get("x-delivery-count") or 0))
+    except (TypeError, ValueError):
+        return 0
 
 
 class _Session(AsyncSession):

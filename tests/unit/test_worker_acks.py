@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 from broker.acks import AckLedger, SentAnnouncements
-from broker.worker import _CallState, _Delivery, _Session
+from broker.topology import DELIVERY_LIMIT
+from broker.worker import REQUEUE_DELAY_FIRST, _CallState, _Delivery, _returned, _Session, requeue_delay
 
 
 class _Channel:
@@ -21,12 +22,28 @@ class _Channel:
         self.sent.append(("reject", tag, requeue))
 
 
+class _Timers:
+    """Stands in for the ioloop's timers: ``run()`` fires what is due after ``seconds``."""
+
+    def __init__(self):
+        self.pending: list[tuple[float, object]] = []
+
+    def call_later(self, delay, callback):
+        self.pending.append((delay, callback))
+
+    def run(self):
+        pending, self.pending = self.pending, []
+        for _delay, callback in pending:
+            callback()
+
+
 class _Publishing:
     """Stands in for a ``_Session``: counts publishes and settles confirms like ``_on_settled``."""
 
     def __init__(self, *ledgers: AckLedger):
         self.ledgers = list(ledgers)
         self.published: list[_Delivery] = []
+        self.ioloop = _Timers()
 
     def publish(self, exchange, routing_key, body, headers, *, token) -> None:
         self.published.append(token)
@@ -81,16 +98,49 @@ def test_a_delivery_with_one_of_two_publishes_confirmed_is_not_acked():
     assert channel.sent == [("ack", 1, False), ("ack", 2, False)]
 
 
-def test_a_refused_publish_requeues_its_delivery_and_acks_none_of_its_neighbours_with_it():
+def test_a_refused_publish_requeues_its_delivery_after_a_pause_and_acks_none_of_its_neighbours_with_it():
     channel = _Channel()
     ledger = AckLedger(channel)
     session = _Publishing(ledger)
     d = _deliveries(session, ledger, [1, 2, 3])
     session.settle([d[0], d[2]], [d[1]])  # the publish for 2 was nacked or returned
-    # 2 is nacked (requeued) first, so it is no longer outstanding on the channel when the
-    # ack up to 3 covers what is: 1 and 3.
-    assert channel.sent == [("nack", 2, True), ("ack", 3, True)]
+    # 2 stays open meanwhile, so no multiple ack covers it: 1 and 3 are acked on their own.
+    assert channel.sent == [("ack", 1, False), ("ack", 3, False)]
+    assert [delay for delay, _ in session.ioloop.pending] == [REQUEUE_DELAY_FIRST]
+    session.ioloop.run()
+    assert channel.sent[-1] == ("nack", 2, True)
     assert ledger.open == {}
+
+
+def test_the_pause_before_a_requeue_doubles_with_each_return_up_to_a_bound():
+    assert [requeue_delay(n) for n in range(7)] == [0.5, 1, 2, 4, 8, 8, 8]
+    assert requeue_delay(10**6) == 8
+    # The broker's delivery limit is reached only after that much broker trouble.
+    assert sum(requeue_delay(n) for n in range(DELIVERY_LIMIT)) >= 15
+
+
+def test_a_delivery_knows_how_often_the_broker_handed_it_back():
+    channel = _Channel()
+    ledger = AckLedger(channel)
+    session = _Publishing(ledger)
+    ledger.received(7)
+    delivery = _Delivery(session, ledger, 7, "req-7", returned=_returned({"x-delivery-count": 3}))
+    delivery.publish("sp.status", "k", {})
+    delivery.seal()
+    session.settle([], [delivery])
+    assert [delay for delay, _ in session.ioloop.pending] == [4]
+    assert _returned(None) == _returned({}) == _returned({"x-delivery-count": "junk"}) == 0
+
+
+def test_a_requeue_due_after_its_channel_closed_leaves_the_message_to_the_broker():
+    channel = _Channel()
+    ledger = AckLedger(channel)
+    session = _Publishing(ledger)
+    d = _deliveries(session, ledger, [1])
+    session.settle([], d)
+    channel.is_open = False  # the connection went meanwhile: the broker has it back already
+    session.ioloop.run()
+    assert channel.sent == []
 
 
 def test_an_abandoned_delivery_stays_unacked_and_stops_every_multiple_ack():
