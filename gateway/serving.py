@@ -142,9 +142,9 @@ class HeadHeldSocket:
     gunicorn sends a response's status line and headers in one ``sendall`` and its body in
     the next: two system calls and two TCP segments for every small JSON answer, and for
     the client two reads, often two wake-ups.  Here the head of a response of known length
-    waits for the body's first bytes and leaves with them in one ``sendall``.  The head of
-    any other response (streamed, such as server-sent events; an interim 103) is sent at
-    once, as before, so a stream's client still sees its headers before the first event.
+    waits for the body's first bytes and leaves with them in one ``sendall``.  Any other
+    response (streamed, such as server-sent events; an interim 103) is sent as gunicorn
+    writes it, every chunk at once.
     Anything else done with the socket (``sendfile``, ``shutdown``, ``close``...) sends a
     held head first, and the worker sends it when the request is done whatever happened
     (a body-less answer: HEAD, 204, 304).
