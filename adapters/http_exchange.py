@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import re
 import socket
+import time
 import zlib
 from collections.abc import Iterable, Iterator, Mapping
 from typing import Any
@@ -40,6 +41,11 @@ class ConnectTimedOut(TransportFailure):
 
 class ReadTimedOut(TransportFailure):
     """Raised when the agency sent nothing for longer than the read timeout (head or body)."""
+
+
+class AnswerTimedOut(ReadTimedOut):
+    """Raised when the answer kept arriving but was not complete within the total time allowed
+    (an agency, or something between us and it, sending a little before each read timeout)."""
 
 
 class TlsFailed(TransportFailure):
@@ -337,10 +343,15 @@ class _AnswerReader:
         self.done, self.keep_alive = True, False
 
 
-def read_answer(sock: socket.socket, head_only: bool, max_bytes: int) -> tuple[Answer, bool]:
+def read_answer(sock: socket.socket, head_only: bool, max_bytes: int,
+                deadline: float | None = None) -> tuple[Answer, bool]:
     """Read one answer from ``sock`` (bodies sized by Content-Length, chunked, or ended by the
     connection closing; no body for ``head_only``), at most ``max_bytes`` decoded.  Returns the
-    answer and whether the connection may carry another request."""
+    answer and whether the connection may carry another request.
+
+    Each read waits at most the socket's timeout (``ReadTimedOut``); an answer still not
+    complete at ``deadline`` (``time.monotonic()``) is ``AnswerTimedOut``, checked as its
+    bytes arrive, so a call ends by ``deadline`` plus one read timeout at the latest."""
     reader = _AnswerReader(head_only, max_bytes)
     parser = reader.parser = HttpResponseParser(reader)
     recv, received, size = sock.recv, False, 0
@@ -375,6 +386,9 @@ def read_answer(sock: socket.socket, head_only: bool, max_bytes: int) -> tuple[A
                 raise reader.failure
             if reader.done:
                 break
+            if deadline is not None and time.monotonic() > deadline:
+                raise AnswerTimedOut(f"the agency's HTTP {reader.status or '(head unfinished)'} answer was still "
+                                     f"arriving when the time allowed for it ran out")
             if reader.headers is None and size > MAX_HEAD_BYTES:
                 raise ConnectionFailed(f"the agency's answer head is larger than {MAX_HEAD_BYTES} bytes")
             if size > max_size:

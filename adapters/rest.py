@@ -36,6 +36,7 @@ from .masking import raw_excerpt
 from .rest_transport import (
     DEFAULT_HEADERS,
     Answer,
+    AnswerTimedOut,
     BadRequest,
     BrokenOff,
     ConnectionFailed,
@@ -250,7 +251,7 @@ class RestAdapter(Adapter):
                              headers={"User-Agent": USER_AGENT, **DEFAULT_HEADERS, **self._static_headers},
                              auth=requests_auth(auth), verify=verify, cert=cert,
                              connect_timeout=agency.connect_timeout, read_timeout=agency.read_timeout,
-                             maxsize=max(agency.concurrency, 10))
+                             total_timeout=agency.total_timeout, maxsize=max(agency.concurrency, 10))
 
     def _fail(self, cls: type[AgencyError], message: str, request: AgencyRequest, *,
               status_code: int | None = None, raw: bytes | str | None = None) -> AgencyError:
@@ -287,6 +288,9 @@ class RestAdapter(Adapter):
         except ConnectTimedOut as exc:
             raise self._fail(TransientAgencyError, f"{_where(method, url)}: no connection within {agency.connect_timeout:g} s",
                              request) from exc
+        except AnswerTimedOut as exc:
+            raise self._fail(TransientAgencyError, f"{_where(method, url)}: answer not complete within "
+                             f"{agency.total_timeout:g} s (timeouts.total)", request) from exc
         except ReadTimedOut as exc:
             raise self._fail(TransientAgencyError, f"{_where(method, url)}: no answer within {agency.read_timeout:g} s",
                              request) from exc

@@ -21,6 +21,7 @@ import os
 import socket
 import ssl
 import threading
+import time
 import warnings
 from typing import Any
 
@@ -43,6 +44,7 @@ from .egress import EgressPolicy, guarded_pool_manager
 from .http_exchange import (
     Answer,
     AnswerHeaders,
+    AnswerTimedOut,
     BadRequest,
     BrokenOff,
     ConnectionFailed,
@@ -55,9 +57,9 @@ from .http_exchange import (
     read_answer,
 )
 
-__all__ = ["DEFAULT_HEADERS", "Answer", "AnswerHeaders", "BadRequest", "BrokenOff", "ConnectTimedOut",
-           "ConnectionFailed", "Headers", "Outgoing", "ReadTimedOut", "RestTransport", "TlsFailed", "TooLarge",
-           "TransportFailure", "pool_tls"]
+__all__ = ["DEFAULT_HEADERS", "Answer", "AnswerHeaders", "AnswerTimedOut", "BadRequest", "BrokenOff",
+           "ConnectTimedOut", "ConnectionFailed", "Headers", "Outgoing", "ReadTimedOut", "RestTransport", "TlsFailed",
+           "TooLarge", "TransportFailure", "pool_tls"]
 
 # What a requests.Session sends besides its User-Agent, with this adapter's Accept.  Only the
 # codings http_exchange decodes (requests would add br and zstd when their packages are installed).
@@ -216,8 +218,9 @@ class RestTransport:
 
     def __init__(self, policy: EgressPolicy, *, headers: dict[str, str], auth: Any, verify: bool | str,
                  cert: tuple[str, str] | None, connect_timeout: float, read_timeout: float,
-                 maxsize: int, num_pools: int = 4) -> None:
+                 maxsize: int, num_pools: int = 4, total_timeout: float | None = None) -> None:
         self.headers = Headers(headers)
+        self.total_timeout = total_timeout  # the most an answer may take once the request is sent
         self.auth = auth
         self.timeout = Timeout(connect=connect_timeout, read=read_timeout)
         self._manager = guarded_pool_manager(policy, num_pools=num_pools, maxsize=maxsize, block=False,
@@ -256,7 +259,9 @@ class RestTransport:
             except OSError as exc:
                 kind = "a kept-alive" if reused else "a new"
                 raise ConnectionFailed(f"sending the request on {kind} connection failed: {exc}") from exc
-            answer, reusable = read_answer(sock, outgoing.method == "HEAD", max_bytes)
+            total = self.total_timeout
+            answer, reusable = read_answer(sock, outgoing.method == "HEAD", max_bytes,
+                                           None if total is None else time.monotonic() + total)
         except BaseException:
             sock.close()  # whatever is left of the answer must never meet the next call
             raise

@@ -89,6 +89,9 @@ class Agency:
     decisions: str = "sync"
     connect_timeout: float = 3.0
     read_timeout: float = 15.0
+    # The most a whole answer may take once the request is sent (REST): an answer that keeps
+    # arriving a little before each read timeout would otherwise hold a call for ever.
+    total_timeout: float = 60.0
     max_attempts: int = 5
     retry_delays: tuple[float, ...] = (5, 30, 120, 600)
     failure_threshold: int = 5
@@ -124,6 +127,7 @@ class Agency:
             id=doc["id"], name=doc["name"], adapter=doc["adapter"], endpoint=doc["endpoint"].rstrip("/"),
             file=file, decisions=doc.get("decisions", "sync"),
             connect_timeout=float(timeouts.get("connect", 3.0)), read_timeout=float(timeouts.get("read", 15.0)),
+            total_timeout=float(timeouts.get("total", max(60.0, 2 * float(timeouts.get("read", 15.0))))),
             max_attempts=int(retry.get("max_attempts", 5)),
             retry_delays=tuple(float(d) for d in retry.get("delays", (5, 30, 120, 600))),
             failure_threshold=int(breaker.get("failure_threshold", 5)),

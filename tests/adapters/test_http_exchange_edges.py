@@ -21,6 +21,7 @@ from support import accept_forever
 
 from adapters.egress import EgressPolicy
 from adapters.rest_transport import (
+    AnswerTimedOut,
     BadRequest,
     BrokenOff,
     ConnectionFailed,
@@ -313,6 +314,49 @@ def test_a_request_the_agency_never_reads_times_out_instead_of_hanging(agency):
         stuck.close()
         for conn in accepted:
             conn.close()
+
+
+def dripping(data: bytes, every: float) -> Script:
+    """Send ``data`` a byte at a time, ``every`` seconds apart: each read gets something."""
+    def script(conn: socket.socket) -> None:
+        for i in range(len(data)):
+            conn.sendall(data[i:i + 1])
+            time.sleep(every)
+    return script
+
+
+def test_an_answer_dripping_in_past_the_total_time_is_a_timeout_and_its_connection_dropped(agency):
+    body = b"x" * 200
+    server = agency(dripping(ok(body), 0.01), send(ok()))
+    transport = make_transport(read_timeout=2.0, total_timeout=0.3)  # no single read waits 2 s
+    try:
+        with pytest.raises(AnswerTimedOut, match="still arriving"):
+            call(transport, server)
+        assert call(transport, server).status == 200
+        assert server.connections == 2  # the half-read connection was not used again
+    finally:
+        transport.close()
+
+
+def test_without_a_total_time_a_dripping_answer_is_read_to_its_end(agency):
+    server = agency(dripping(ok(b"y" * 20), 0.01))
+    transport = make_transport(read_timeout=2.0, total_timeout=None)
+    try:
+        assert call(transport, server).body == b"y" * 20
+    finally:
+        transport.close()
+
+
+def test_an_answer_that_arrives_whole_after_the_total_time_is_taken(agency):
+    def late(conn: socket.socket) -> None:
+        time.sleep(0.5)
+        conn.sendall(ok(b'{"late": true}'))
+    server = agency(late)
+    transport = make_transport(read_timeout=2.0, total_timeout=0.1)  # a guard against drips, not a latency bound
+    try:
+        assert call(transport, server).body == b'{"late": true}'
+    finally:
+        transport.close()
 
 
 def test_a_target_that_cannot_be_encoded_is_a_bad_request(agency, transport):

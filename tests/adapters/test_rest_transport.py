@@ -131,6 +131,28 @@ def test_no_connection_within_the_connect_timeout_is_transient(make_agency, requ
         listener.close()
 
 
+def test_an_answer_dripping_in_past_the_total_time_is_transient_and_says_so(make_agency, request_factory):
+    listener = socket.create_server(("127.0.0.1", 0))
+    stop = threading.Event()
+
+    def drip(conn: socket.socket) -> None:
+        with conn, contextlib.suppress(OSError):  # until the client hangs up
+            read_head(conn)
+            conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 1000\r\n\r\n")
+            while not stop.wait(0.02):  # a byte well within every read timeout, for ever
+                conn.sendall(b" ")
+    accept_forever(listener, drip)
+    try:
+        adapter = RestAdapter(make_agency(f"http://127.0.0.1:{listener.getsockname()[1]}", OP,
+                                          read_timeout=2.0, total_timeout=0.3))
+        with pytest.raises(TransientAgencyError, match=r"POST /x: answer not complete within 0.3 s \(timeouts.total\)"):
+            adapter.send(request_factory("op"))
+        adapter.close()
+    finally:
+        stop.set()
+        listener.close()
+
+
 def test_an_egress_refusal_is_a_connection_failure(fake_agency, make_agency, request_factory, monkeypatch):
     monkeypatch.setenv("SATUPINTU_EGRESS_ALLOW_LOOPBACK", "0")
     adapter = RestAdapter(make_agency(fake_agency.url, OP))

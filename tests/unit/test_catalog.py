@@ -38,6 +38,18 @@ def test_a_typo_in_an_agency_file_names_the_file_and_the_field(folder):
     assert "'timeout' was unexpected" in str(err.value)
 
 
+def test_an_answers_total_time_is_twice_the_read_timeout_at_least_a_minute_unless_given(folder):
+    path = folder / "agencies" / "company-registry.yaml"
+    assert load_catalog(folder).agencies["company-registry"].total_timeout == 60  # read: 10
+    edit(path, "timeouts: {connect: 2, read: 10}", "timeouts: {connect: 2, read: 45}")
+    assert load_catalog(folder).agencies["company-registry"].total_timeout == 90
+    edit(path, "timeouts: {connect: 2, read: 45}", "timeouts: {connect: 2, read: 5, total: 12.5}")
+    assert load_catalog(folder).agencies["company-registry"].total_timeout == 12.5
+    edit(path, "total: 12.5", "total: 0")
+    with pytest.raises(ConfigError, match=r"timeouts.total: 0 is less than or equal to the minimum of 0"):
+        load_catalog(folder)
+
+
 def test_a_wrong_type_names_the_nested_field(folder):
     edit(folder / "agencies" / "company-registry.yaml", "max_attempts: 5", "max_attempts: five")
     with pytest.raises(ConfigError, match=r"company-registry.yaml: retry.max_attempts: 'five' is not of type"):
