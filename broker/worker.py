@@ -472,10 +472,12 @@ class _Delivery:
 # message came straight back, failed again and reached the queue's delivery limit within
 # a second: dead-lettered, its bundle failed, over a fail-over of a few seconds
 # (tests/scale/test_rabbitmq_cluster.py).  Held unacked for a pause that doubles with each
-# return, it gets 0.5 + 1 + 2 + 4 + 8 s ~ 15 s of broker trouble before the limit; the
-# held messages fill the prefetch, so the worker takes no new work meanwhile.
-REQUEUE_DELAY_FIRST = 0.5
-REQUEUE_DELAY_MAX = 8.0
+# return, it gets 2 + 4 + 8 + 16 + 30 s = 1 minute of broker trouble before the limit.
+# Returns the node loss itself caused (connections cut) count as well, so a message may
+# come with fewer left: 0.5 s to 8 s (~15 s in all) still failed one bundle in three runs.
+# The held messages fill the prefetch, so the worker takes no new work meanwhile.
+REQUEUE_DELAY_FIRST = 2.0
+REQUEUE_DELAY_MAX = 30.0
 
 
 def requeue_delay(returned: int) -> float:

@@ -113,10 +113,10 @@ def test_a_refused_publish_requeues_its_delivery_after_a_pause_and_acks_none_of_
 
 
 def test_the_pause_before_a_requeue_doubles_with_each_return_up_to_a_bound():
-    assert [requeue_delay(n) for n in range(7)] == [0.5, 1, 2, 4, 8, 8, 8]
-    assert requeue_delay(10**6) == 8
-    # The broker's delivery limit is reached only after that much broker trouble.
-    assert sum(requeue_delay(n) for n in range(DELIVERY_LIMIT)) >= 15
+    assert [requeue_delay(n) for n in range(7)] == [2, 4, 8, 16, 30, 30, 30]
+    assert requeue_delay(10**6) == 30
+    # The broker's delivery limit is reached only after a minute of broker trouble.
+    assert sum(requeue_delay(n) for n in range(DELIVERY_LIMIT)) >= 60
 
 
 def test_a_delivery_knows_how_often_the_broker_handed_it_back():
@@ -128,7 +128,7 @@ def test_a_delivery_knows_how_often_the_broker_handed_it_back():
     delivery.publish("sp.status", "k", {})
     delivery.seal()
     session.settle([], [delivery])
-    assert [delay for delay, _ in session.ioloop.pending] == [4]
+    assert [delay for delay, _ in session.ioloop.pending] == [16]
     assert _returned(None) == _returned({}) == _returned({"x-delivery-count": "junk"}) == 0
 
 
