@@ -180,8 +180,7 @@ class Worker:
             log.error("unreadable message on %s: %r", method.routing_key, exc)
             acks.refuse(method.delivery_tag, requeue=False)
             return
-        delivery = _Delivery(session, acks, method.delivery_tag, body.get("request_id"),
-                             returned=_returned(props.headers))
+        delivery = _Delivery(session, acks, method.delivery_tag, body.get("request_id"))
         # Broker-set headers (delivery count, x-death) belong to this delivery, not to the
         # messages we publish from it.
         headers = {k: v for k, v in (props.headers or {}).items()
@@ -413,20 +412,21 @@ class _Delivery:
     The worker publishes what a call led to (an outcome, or a retry and its event, ...)
     with ``publish()``, then ``seal()``s the delivery; the confirms arrive later on the
     same ioloop.  All confirmed: acked (through its channel's ``AckLedger``, perhaps
-    together with its neighbours).  Any refused (a nack, or returned for want of a queue):
-    ``basic_nack(requeue=True)``, so the message comes back, as when a blocking publish
-    failed before -- after a pause (``requeue_delay``): see there.
+    together with its neighbours).  Any refused (a nack, or returned for want of a
+    queue): all of them are published again after a pause (``republish_delay``), the
+    delivery still unacked, until the broker confirms them: see there.
     """
 
-    __slots__ = ("session", "acks", "tag", "request_id", "returned", "outstanding", "failed", "sealed", "settled")
+    __slots__ = ("session", "acks", "tag", "request_id", "published", "rounds", "outstanding", "failed", "sealed",
+                 "settled")
 
-    def __init__(self, session: _Session, acks: AckLedger, tag: int, request_id: str | None, *,
-                 returned: int = 0):
+    def __init__(self, session: _Session, acks: AckLedger, tag: int, request_id: str | None):
         self.session = session
         self.acks = acks
         self.tag = tag
         self.request_id = request_id
-        self.returned = returned  # times the broker had handed this message back before
+        self.published: list[tuple[str, str, dict[str, Any], dict[str, Any] | None]] = []
+        self.rounds = 0  # times its messages went unconfirmed and were published again
         self.outstanding = 0
         self.failed = False
         self.sealed = False
@@ -434,6 +434,7 @@ class _Delivery:
 
     def publish(self, exchange: str, routing_key: str, body: dict[str, Any],
                 headers: dict[str, Any] | None = None) -> None:
+        self.published.append((exchange, routing_key, body, headers))
         self.outstanding += 1
         self.session.publish(exchange, routing_key, body, headers, token=self)
 
@@ -455,42 +456,47 @@ class _Delivery:
     def _maybe_settle(self) -> None:
         if self.settled or not self.sealed or self.outstanding > 0:
             return
-        self.settled = True
         if self.failed:
-            delay = requeue_delay(self.returned)
-            log.error("a message published for %s was not confirmed; requeueing it in %g s", self.request_id, delay)
-            self.session.ioloop.call_later(delay, self._requeue)
-        else:
-            self.acks.ready(self.tag)
+            delay = republish_delay(self.rounds)
+            self.rounds += 1
+            log.error("the broker did not confirm what was published for %s; publishing it again in %g s",
+                      self.request_id, delay)
+            self.session.ioloop.call_later(delay, self._publish_again)
+            return
+        self.settled = True
+        self.acks.ready(self.tag)
 
-    def _requeue(self) -> None:
-        self.acks.refuse(self.tag, requeue=True)
+    def _publish_again(self) -> None:
+        if self.settled or self.session.closing or not self.acks.channel.is_open:
+            return  # the broker hands the message out again itself
+        self.failed = False
+        published, self.published = self.published, []
+        try:
+            for message in published:
+                self.publish(*message)
+        except Exception as exc:  # noqa: BLE001 - the channel went in between: redelivered
+            log.warning("could not publish again for %s: %r", self.request_id, exc)
+            self.abandon()
 
 
 # An outcome the broker would not confirm means trouble at the broker (a queue without a
-# leader while a node is lost, a full disk), not in the message.  Handed back at once, the
-# message came straight back, failed again and reached the queue's delivery limit within
-# a second: dead-lettered, its bundle failed, over a fail-over of a few seconds
-# (tests/scale/test_rabbitmq_cluster.py).  Held unacked for a pause that doubles with each
-# return, it gets 2 + 4 + 8 + 16 + 30 s = 1 minute of broker trouble before the limit.
-# Returns the node loss itself caused (connections cut) count as well, so a message may
-# come with fewer left: 0.5 s to 8 s (~15 s in all) still failed one bundle in three runs.
-# The held messages fill the prefetch, so the worker takes no new work meanwhile.
-REQUEUE_DELAY_FIRST = 2.0
-REQUEUE_DELAY_MAX = 30.0
+# leader while a node is lost, a full disk), not in the message, and the outcome is known:
+# the worker publishes it again, the delivery still unacked, until the broker confirms it.
+# Handing the message back instead (``basic_nack(requeue=True)``) called the agency again
+# and spent one of the quorum queue's five returns each time: over a node's loss a message
+# burned them within a second and was dead-lettered, its bundle failed
+# (tests/scale/test_rabbitmq_cluster.py); pauses before the requeue only moved the limit.
+# A message confirmed before the others of its round is published again with them: its
+# copies are harmless (events carry ids the tracker keeps once; a retry is a request the
+# agency files once under its id).  The held deliveries fill the prefetch, so the worker
+# takes no new work while the broker is in trouble; a connection lost meanwhile returns them.
+REPUBLISH_DELAY_FIRST = 0.5
+REPUBLISH_DELAY_MAX = 30.0
 
 
-def requeue_delay(returned: int) -> float:
-    """Seconds to hold a delivery, handed back ``returned`` times before, before requeueing it."""
-    return min(REQUEUE_DELAY_MAX, REQUEUE_DELAY_FIRST * 2 ** min(returned, 16))
-
-
-def _returned(headers: dict[str, Any] | None) -> int:
-    """How often the broker had handed this message back (quorum queues' ``x-delivery-count``)."""
-    try:
-        return max(0, int((headers or {}).get("x-delivery-count") or 0))
-    except (TypeError, ValueError):
-        return 0
+def republish_delay(rounds: int) -> float:
+    """Seconds to wait before publishing a delivery's messages again, after ``rounds`` earlier tries."""
+    return min(REPUBLISH_DELAY_MAX, REPUBLISH_DELAY_FIRST * 2 ** min(rounds, 16))
 
 
 class _Session(AsyncSession):

@@ -7,7 +7,7 @@ from __future__ import annotations
 import datetime as dt
 
 import pytest
-from sqlalchemy import inspect, insert, text, update
+from sqlalchemy import insert, inspect, text, update
 
 from gateway import clients
 from gateway.catalog import load_catalog

@@ -3,8 +3,7 @@
 from __future__ import annotations
 
 from broker.acks import AckLedger, SentAnnouncements
-from broker.topology import DELIVERY_LIMIT
-from broker.worker import REQUEUE_DELAY_FIRST, _CallState, _Delivery, _returned, _Session, requeue_delay
+from broker.worker import REPUBLISH_DELAY_FIRST, _CallState, _Delivery, _Session, republish_delay
 
 
 class _Channel:
@@ -44,6 +43,7 @@ class _Publishing:
         self.ledgers = list(ledgers)
         self.published: list[_Delivery] = []
         self.ioloop = _Timers()
+        self.closing = False
 
     def publish(self, exchange, routing_key, body, headers, *, token) -> None:
         self.published.append(token)
@@ -98,7 +98,7 @@ def test_a_delivery_with_one_of_two_publishes_confirmed_is_not_acked():
     assert channel.sent == [("ack", 1, False), ("ack", 2, False)]
 
 
-def test_a_refused_publish_requeues_its_delivery_after_a_pause_and_acks_none_of_its_neighbours_with_it():
+def test_a_refused_publish_is_published_again_after_a_pause_and_its_delivery_acked_once_confirmed():
     channel = _Channel()
     ledger = AckLedger(channel)
     session = _Publishing(ledger)
@@ -106,41 +106,54 @@ def test_a_refused_publish_requeues_its_delivery_after_a_pause_and_acks_none_of_
     session.settle([d[0], d[2]], [d[1]])  # the publish for 2 was nacked or returned
     # 2 stays open meanwhile, so no multiple ack covers it: 1 and 3 are acked on their own.
     assert channel.sent == [("ack", 1, False), ("ack", 3, False)]
-    assert [delay for delay, _ in session.ioloop.pending] == [REQUEUE_DELAY_FIRST]
+    assert [delay for delay, _ in session.ioloop.pending] == [REPUBLISH_DELAY_FIRST]
+    assert len(session.published) == 3
     session.ioloop.run()
-    assert channel.sent[-1] == ("nack", 2, True)
+    assert session.published[3:] == [d[1]]  # published again, never handed back to the queue
+    session.settle([], [d[1]])  # the broker is still in trouble
+    assert [delay for delay, _ in session.ioloop.pending] == [2 * REPUBLISH_DELAY_FIRST]
+    session.ioloop.run()
+    session.settle([d[1]], [])
+    assert channel.sent == [("ack", 1, False), ("ack", 3, False), ("ack", 2, False)]
     assert ledger.open == {}
 
 
-def test_the_pause_before_a_requeue_doubles_with_each_return_up_to_a_bound():
-    assert [requeue_delay(n) for n in range(7)] == [2, 4, 8, 16, 30, 30, 30]
-    assert requeue_delay(10**6) == 30
-    # The broker's delivery limit is reached only after a minute of broker trouble.
-    assert sum(requeue_delay(n) for n in range(DELIVERY_LIMIT)) >= 60
-
-
-def test_a_delivery_knows_how_often_the_broker_handed_it_back():
+def test_every_message_of_a_refused_round_is_published_again_with_its_own_exchange_and_key():
     channel = _Channel()
     ledger = AckLedger(channel)
     session = _Publishing(ledger)
-    ledger.received(7)
-    delivery = _Delivery(session, ledger, 7, "req-7", returned=_returned({"x-delivery-count": 3}))
-    delivery.publish("sp.status", "k", {})
+    ledger.received(1)
+    delivery = _Delivery(session, ledger, 1, "req-1")
+    delivery.publish("sp.retry.5s", "company-registry", {"request_id": "req-1"}, {"x-attempt": 2})
+    delivery.publish("sp.status", "status.retry", {"event_id": "e1"})
     delivery.seal()
-    session.settle([], [delivery])
-    assert [delay for delay, _ in session.ioloop.pending] == [16]
-    assert _returned(None) == _returned({}) == _returned({"x-delivery-count": "junk"}) == 0
-
-
-def test_a_requeue_due_after_its_channel_closed_leaves_the_message_to_the_broker():
-    channel = _Channel()
-    ledger = AckLedger(channel)
-    session = _Publishing(ledger)
-    d = _deliveries(session, ledger, [1])
-    session.settle([], d)
-    channel.is_open = False  # the connection went meanwhile: the broker has it back already
-    session.ioloop.run()
+    session.settle([delivery], [delivery])  # one confirmed, one not
     assert channel.sent == []
+    session.ioloop.run()
+    assert delivery.published == [("sp.retry.5s", "company-registry", {"request_id": "req-1"}, {"x-attempt": 2}),
+                                  ("sp.status", "status.retry", {"event_id": "e1"}, None)]
+    session.settle([delivery, delivery], [])
+    assert channel.sent == [("ack", 1, False)]
+
+
+def test_the_pause_before_publishing_again_doubles_up_to_a_bound():
+    assert [republish_delay(n) for n in range(8)] == [0.5, 1, 2, 4, 8, 16, 30, 30]
+    assert republish_delay(10**6) == 30
+
+
+def test_nothing_is_published_again_once_the_channel_or_session_is_gone():
+    for gone in ("channel", "session"):
+        channel = _Channel()
+        ledger = AckLedger(channel)
+        session = _Publishing(ledger)
+        d = _deliveries(session, ledger, [1])
+        session.settle([], d)
+        if gone == "channel":
+            channel.is_open = False  # the broker has the message back already
+        else:
+            session.closing = True
+        session.ioloop.run()
+        assert channel.sent == [] and len(session.published) == 1
 
 
 def test_an_abandoned_delivery_stays_unacked_and_stops_every_multiple_ack():
