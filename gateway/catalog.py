@@ -121,13 +121,14 @@ class Agency:
     @classmethod
     def from_document(cls, doc: dict[str, Any], *, file: str) -> Agency:
         timeouts, retry = doc.get("timeouts", {}), doc.get("retry", {})
+        read_timeout = float(timeouts.get("read", 15.0))
         breaker, limits, poll = doc.get("circuit_breaker", {}), doc.get("limits", {}), doc.get("poll", {})
         idem = doc.get("idempotency", {})
         return cls(
             id=doc["id"], name=doc["name"], adapter=doc["adapter"], endpoint=doc["endpoint"].rstrip("/"),
             file=file, decisions=doc.get("decisions", "sync"),
-            connect_timeout=float(timeouts.get("connect", 3.0)), read_timeout=float(timeouts.get("read", 15.0)),
-            total_timeout=float(timeouts.get("total", max(60.0, 2 * float(timeouts.get("read", 15.0))))),
+            connect_timeout=float(timeouts.get("connect", 3.0)), read_timeout=read_timeout,
+            total_timeout=float(timeouts.get("total", max(60.0, 2 * read_timeout))),
             max_attempts=int(retry.get("max_attempts", 5)),
             retry_delays=tuple(float(d) for d in retry.get("delays", (5, 30, 120, 600))),
             failure_threshold=int(breaker.get("failure_threshold", 5)),
