@@ -224,6 +224,15 @@ class ConfirmWindow:
         connection.frames_sent += frames
         self._emit(data)
 
+    def forget_pending(self) -> list[Any]:
+        """The tokens of every publish still waiting for its confirm, forgotten: for a channel
+        being given up (its confirms, should any still come, then settle nothing)."""
+        tokens = [token for token, _message_id in self._pending.values()]
+        self._pending.clear()
+        self._by_message_id.clear()
+        self._returned.clear()
+        return tokens
+
     def _on_return(self, _channel, method, props, _body) -> None:
         tag = self._by_message_id.get(props.message_id or "")
         if tag is not None:

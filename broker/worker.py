@@ -131,6 +131,7 @@ class Worker:
         self._busy_done = threading.Condition(threading.Lock())
         self._busy_waiting = 0  # threads waiting in ``_claim`` (changed under ``_busy_done``)
         self.connections = 0
+        self.renewals = 0  # publishing channels replaced after the broker refused messages
 
     # --- lifecycle -------------------------------------------------------------------
 
@@ -492,6 +493,12 @@ class _Delivery:
 # takes no new work while the broker is in trouble; a connection lost meanwhile returns them.
 REPUBLISH_DELAY_FIRST = 0.5
 REPUBLISH_DELAY_MAX = 30.0
+# What is published again goes out on a fresh channel: after a node of a cluster was lost,
+# a channel opened during the fail-over kept refusing (nacking) every publish to a queue
+# for minutes, while a fresh one on the same connection was confirmed at once (measured
+# with tests/scale/test_rabbitmq_cluster.py on RabbitMQ 3.10).  A refusal therefore
+# replaces the publishing channel, at most once per this many seconds.
+RENEW_AFTER = 1.0
 
 
 def republish_delay(rounds: int) -> float:
@@ -518,6 +525,9 @@ class _Session(AsyncSession):
         self.worker = worker
         self.in_flight = 0  # agency calls started from this connection's deliveries
         self.window: ConfirmWindow | None = None
+        self.window_since = 0.0  # when the current publishing channel took over (monotonic)
+        self.renewing = False  # a fresh publishing channel is being opened
+        self.retired: list[Any] = []  # publishing channels replaced, being closed
         self.consumers: list[tuple[Any, str]] = []
         self.stop_deadline: float | None = None
         self._over = False
@@ -578,9 +588,54 @@ class _Session(AsyncSession):
         connection.channel(on_open_callback=self._on_publish_channel)
 
     def _on_publish_channel(self, channel) -> None:
-        channel.add_on_close_callback(self._on_channel_closed)
+        channel.add_on_close_callback(self._on_publish_channel_closed)
         self.window = ConfirmWindow(channel, self._on_settled)
+        self.window_since = time.monotonic()
         self.window.start(on_ready=self._open_consumers)
+
+    # --- a publishing channel that refuses: replaced on the same connection -------------
+
+    def _renew_publishing(self) -> None:
+        """Open a fresh publishing channel; once it is in confirm mode it takes over
+        (``_take_over``).  At most one at a time, and not within ``RENEW_AFTER`` seconds
+        of the last: a refusal burst replaces the channel once."""
+        if self.closing or self.renewing or time.monotonic() - self.window_since < RENEW_AFTER:
+            return
+        self.renewing = True
+        log.warning("the broker refused messages on the worker's publishing channel; opening a fresh one")
+        try:
+            self.connection.channel(on_open_callback=self._on_fresh_publish_channel)
+        except Exception as exc:  # noqa: BLE001 - the connection is going: the session ends anyway
+            self.renewing = False
+            log.warning("could not open a fresh publishing channel: %r", exc)
+
+    def _on_fresh_publish_channel(self, channel) -> None:
+        channel.add_on_close_callback(self._on_publish_channel_closed)
+        window = ConfirmWindow(channel, self._on_settled)
+        window.start(on_ready=lambda: self._take_over(window))
+
+    def _take_over(self, window: ConfirmWindow) -> None:
+        """``window`` publishes from now on; what waits for a confirm on the old channel counts
+        as refused (published again after its pause, on the new channel), then the old closes."""
+        old, self.window = self.window, window
+        self.window_since = time.monotonic()
+        self.renewing = False
+        self.worker.renewals += 1
+        if old is None:
+            return
+        self.retired.append(old.channel)
+        self._settle([], old.forget_pending())
+        if old.channel.is_open:
+            old.channel.close()
+
+    def _on_publish_channel_closed(self, channel, reason: BaseException) -> None:
+        if channel in self.retired:
+            self.retired.remove(channel)  # closed by ``_take_over``: the session goes on
+            return
+        if self.renewing and self.window is not None and channel is not self.window.channel:
+            self.renewing = False  # the fresh one failed before taking over: try again later
+            return
+        self._on_channel_closed(channel, reason)
 
     def _open_consumers(self) -> None:
         for agency in self.worker.agencies.values():
@@ -607,7 +662,13 @@ class _Session(AsyncSession):
         channel.basic_qos(prefetch_count=prefetch(agency.concurrency), callback=consume)
 
     def _on_settled(self, acked: list[Any], failed: list[Any]) -> None:
-        """A batch of confirms: settle their deliveries, then ack the ready ones per channel
+        """A batch of confirms from a publishing channel; a refusal replaces the channel."""
+        self._settle(acked, failed)
+        if failed:
+            self._renew_publishing()
+
+    def _settle(self, acked: list[Any], failed: list[Any]) -> None:
+        """Settle the deliveries of a batch of confirms, then ack the ready ones per channel
         (a contiguous run in one ``multiple`` ack; refusals went out as they came)."""
         for ledger in self.ledgers:
             ledger.batching = True

@@ -2,7 +2,8 @@
 
 A row is marked sent only after the broker confirmed it, so a crash between publishing
 and marking can only publish a row twice (the request id makes that harmless), never
-lose it.  Claims are leases: rows claimed by a relay that died come back after the lease.
+lose it.  Claims are leases: rows claimed by a relay that died come back after the lease;
+rows a living relay published on a connection that was lost come back at once.
 
 Confirms are asynchronous (``broker.publisher.ConfirmWindow``): the relay keeps up to
 ``window`` publishes unconfirmed, and each store transaction both marks the rows confirmed
@@ -84,6 +85,13 @@ class Relay:
             conn.execute(update(t.outbox).where(t.outbox.c.id.in_(ids), t.outbox.c.sent_at.is_(None))
                          .values(claimed_until=None))
 
+    def expire(self, ids: list[int]) -> None:
+        """End the claim on rows whose confirm can no longer come (their connection is gone):
+        claimable again at once, and flagged as perhaps published when they are."""
+        with self.engine.begin() as conn:
+            conn.execute(update(t.outbox).where(t.outbox.c.id.in_(ids), t.outbox.c.sent_at.is_(None))
+                         .values(claimed_until=records.now()))
+
     def mark_and_claim(self, confirmed: list[int], limit: int, reclaimed: set[int]) -> list[Any]:
         """One transaction: mark ``confirmed`` rows sent and claim up to ``limit`` more."""
         with self.engine.begin() as conn:
@@ -108,6 +116,24 @@ class _Session(AsyncSession):
         super().__init__(url)
 
     # --- connection lifecycle --------------------------------------------------------
+
+    def _ended(self) -> None:
+        """The connection is gone: mark what was confirmed, and give the rows still waiting
+        for a confirm back at once -- the next session publishes them again (flagged
+        ``x-maybe-sent``) instead of waiting out their lease.  Should the store fail here,
+        the lease still brings them back."""
+        pending = [row.id for row in self.window.forget_pending() if row is not None] if self.window else []
+        try:
+            if self.confirmed:
+                self.relay.mark_and_claim(self.confirmed, 0, set())
+                self.relay.published += len(self.confirmed)
+                self.confirmed = []
+            if pending:
+                self.relay.expire(pending)
+                log.warning("%d outbox row(s) unconfirmed when the broker connection ended: published again",
+                            len(pending))
+        except Exception:  # noqa: BLE001
+            log.exception("could not give back the unconfirmed outbox rows (their lease brings them back)")
 
     def _on_open(self, connection) -> None:
         self.opened = True

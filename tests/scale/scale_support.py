@@ -195,6 +195,29 @@ def undecided(engine, ids: list[str]) -> int:
     return len(ids) - decided
 
 
+def where_undecided(engine, ids: list[str], limit: int = 10) -> str:
+    """Where the undecided ones of ``ids`` stand: their requests' statuses and attempts, their
+    last events, and the outbox rows not yet sent -- what a timed-out wait prints."""
+    from sqlalchemy import func, select
+
+    from gateway.store import tables as t
+    lines = []
+    with engine.connect() as conn:
+        stuck = [r.id for r in conn.execute(select(t.applications.c.id, t.applications.c.status).where(
+            t.applications.c.id.in_(ids), t.applications.c.status.not_in(TERMINAL)))]
+        unsent = conn.execute(select(func.count()).select_from(t.outbox).where(t.outbox.c.sent_at.is_(None))).scalar()
+        lines.append(f"{len(stuck)} undecided; {unsent} outbox rows unsent")
+        for app_id in stuck[:limit]:
+            steps = ", ".join(f"{r.step}={r.status}/{r.attempts}" for r in conn.execute(
+                select(t.requests.c.step, t.requests.c.status, t.requests.c.attempts)
+                .where(t.requests.c.application_id == app_id).order_by(t.requests.c.step)))
+            last = "; ".join(f"{r.type}:{r.step or ''}:{r.status}@{r.recorded_at:%H:%M:%S}" for r in conn.execute(
+                select(t.events.c.type, t.events.c.step, t.events.c.status, t.events.c.recorded_at)
+                .where(t.events.c.application_id == app_id).order_by(t.events.c.id.desc()).limit(4)))
+            lines.append(f"  {app_id}: {steps} | last events {last}")
+    return "\n".join(lines)
+
+
 def step_outcomes_missing(engine, ids: list[str]) -> list[str]:
     """Problems with the histories: each approved step must have its status events recorded."""
     from sqlalchemy import select

@@ -49,7 +49,7 @@ class _Publishing:
         self.published.append(token)
 
     def settle(self, acked: list, failed: list) -> None:
-        _Session._on_settled(self, acked, failed)
+        _Session._settle(self, acked, failed)
 
 
 def _deliveries(session: _Publishing, ledger: AckLedger, tags: list[int], publishes: int = 1) -> list[_Delivery]:
@@ -274,3 +274,136 @@ def test_a_call_still_running_is_announced_even_when_later_ones_finished(monkeyp
     loop.run_next()
     assert announced == [0]
     assert loop.timers == [] and not pending.queue
+
+
+# --- a publishing channel that refuses is replaced (``_Session._renew_publishing``) -----------
+
+class _PubChannel:
+    """A publishing channel: records confirm mode, close callbacks and whether it was closed."""
+
+    numbers = iter(range(1, 10**6))
+
+    def __init__(self):
+        self.channel_number = next(self.numbers)
+        self.is_open = True
+        self.close_callbacks = []
+
+    def add_on_close_callback(self, callback):
+        self.close_callbacks.append(callback)
+
+    def add_on_return_callback(self, _callback):
+        pass
+
+    def confirm_delivery(self, ack_nack_callback, callback):
+        self.on_confirm, self.on_ready = ack_nack_callback, callback
+
+    def basic_publish(self, *args, **kwargs):
+        pass
+
+    def close(self):
+        self.is_open = False
+        for callback in self.close_callbacks:
+            callback(self, "closed by the client")
+
+
+class _Connection:
+    def __init__(self):
+        self.opening: list = []  # on_open callbacks of channels asked for and not opened yet
+        self.is_open = True
+
+    def channel(self, on_open_callback):
+        self.opening.append(on_open_callback)
+
+    def open_next(self) -> _PubChannel:
+        channel = _PubChannel()
+        self.opening.pop(0)(channel)
+        return channel
+
+
+def _renewing_session(monkeypatch) -> tuple[_Session, _Connection, AckLedger, _Channel]:
+    import types
+
+    from broker import worker
+    monkeypatch.setattr(worker.time, "monotonic", lambda: 100.0)
+    session = object.__new__(_Session)
+    session.worker = types.SimpleNamespace(renewals=0, agencies={})
+    session.connection = _Connection()
+    session.ioloop = _Timers()
+    session.closing = False
+    session.window = None
+    session.window_since = 0.0
+    session.renewing = False
+    session.retired = []
+    consumer = _Channel()
+    ledger = AckLedger(consumer)
+    session.ledgers = [ledger]
+    session._open_consumers = lambda: None
+    session._on_channel_closed = lambda channel, reason: setattr(session, "ended_by", (channel, reason))
+    first = _PubChannel()
+    session._on_publish_channel(first)
+    first.on_ready(None)
+    return session, session.connection, ledger, consumer
+
+
+def _confirm(window, tag: int, *, nack: bool = False) -> None:
+    """The broker's ``Basic.Ack``/``Basic.Nack`` for one delivery tag of ``window``'s channel."""
+    import types
+
+    import pika.spec
+    method = (pika.spec.Basic.Nack if nack else pika.spec.Basic.Ack)(delivery_tag=tag, multiple=False)
+    window._on_confirm(types.SimpleNamespace(method=method))
+
+
+def test_a_refusal_opens_a_fresh_publishing_channel_and_what_waited_on_the_old_goes_out_there(monkeypatch):
+    from broker import worker
+    session, connection, ledger, consumer = _renewing_session(monkeypatch)
+    old = session.window
+    _deliveries(session, ledger, [1, 2, 3])
+    assert old.in_flight == 3
+    monkeypatch.setattr(worker.time, "monotonic", lambda: 105.0)
+    _confirm(old, 1)
+    _confirm(old, 2, nack=True)  # 3 still waits for its confirm on the old channel
+    assert session.renewing and len(connection.opening) == 1
+    assert session.window is old  # the old one publishes until the fresh one is ready
+    fresh = connection.open_next()
+    fresh.on_ready(None)
+    assert session.window is not old and session.window.channel is fresh
+    assert not old.channel.is_open and session.retired == []  # closed, and that did not end the session
+    assert not hasattr(session, "ended_by")
+    assert session.worker.renewals == 1
+    # 3, which waited on the old channel, counts as refused: both go out again on the fresh one.
+    assert consumer.sent == [("ack", 1, False)]
+    session.ioloop.run()
+    assert session.window.in_flight == 2
+    _confirm(old, 3)  # a late confirm on the old channel settles nothing
+    assert consumer.sent == [("ack", 1, False)]
+    _confirm(session.window, 1)
+    _confirm(session.window, 2)
+    assert consumer.sent == [("ack", 1, False), ("ack", 2, False), ("ack", 3, False)]
+
+
+def test_a_burst_of_refusals_replaces_the_channel_once(monkeypatch):
+    from broker import worker
+    session, connection, ledger, _consumer = _renewing_session(monkeypatch)
+    _deliveries(session, ledger, [1, 2, 3])
+    old = session.window
+    monkeypatch.setattr(worker.time, "monotonic", lambda: 105.0)
+    _confirm(old, 1, nack=True)
+    _confirm(old, 2, nack=True)  # while the fresh one opens
+    assert len(connection.opening) == 1
+    connection.open_next().on_ready(None)  # 3, still waiting on the old one, counts as refused
+    session.ioloop.run()
+    _confirm(session.window, 1, nack=True)  # the fresh one refuses at once too
+    assert connection.opening == []  # not within RENEW_AFTER of the last renewal
+    monkeypatch.setattr(worker.time, "monotonic", lambda: 105.0 + worker.RENEW_AFTER)
+    _confirm(session.window, 2, nack=True)
+    assert len(connection.opening) == 1
+
+
+def test_the_current_publishing_channel_closed_by_the_broker_still_ends_the_session(monkeypatch):
+    session, _connection, _ledger, _consumer = _renewing_session(monkeypatch)
+    channel = session.window.channel
+    channel.is_open = False
+    for callback in channel.close_callbacks:
+        callback(channel, "404")
+    assert session.ended_by == (channel, "404")
