@@ -70,7 +70,38 @@ def json_body(req: Request | None = None) -> Any:
         too_deep = raw.count(b"[") + raw.count(b"{") > MAX_DEPTH and _depth_exceeds(body, MAX_DEPTH)
     if too_deep:
         raise Problem(400, "Bad Request", f"the body nests deeper than {MAX_DEPTH} levels", type=TYPES + "malformed")
+    # Valid UTF-8 holds no surrogates, so one can only come from a ``\uD8xx`` escape that
+    # no low half follows: JSON parses it, but it is not text -- no store, log or agency
+    # can encode it.  Only bodies with an escape are walked.
+    if b"\\u" in raw:
+        where = _lone_surrogate(body)
+        if where is not None:
+            raise Problem(400, "Bad Request", "the body holds an unpaired UTF-16 surrogate escape (\\uD800-\\uDFFF)",
+                          type=TYPES + "malformed",
+                          errors=[{"path": where, "message": "an unpaired surrogate escape is not text"}])
     return body
+
+
+_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
+def _lone_surrogate(value: Any) -> str | None:
+    """The JSON Pointer of the first string (value or key) in ``value`` holding a lone surrogate."""
+    stack: list[tuple[Any, str]] = [(value, "")]
+    while stack:
+        node, path = stack.pop()
+        if isinstance(node, str):
+            if _SURROGATE.search(node):
+                return path or "/"
+        elif isinstance(node, dict):
+            for key, child in node.items():
+                pointer = f"{path}/{key.replace('~', '~0').replace('/', '~1')}"
+                if _SURROGATE.search(key):  # named as escaped: the answer must be text too
+                    return _SURROGATE.sub(lambda m: f"\\u{ord(m.group()):04x}", pointer)
+                stack.append((child, pointer))
+        elif isinstance(node, list):
+            stack.extend((child, f"{path}/{i}") for i, child in enumerate(node))
+    return None
 
 
 def _depth_exceeds(value: Any, limit: int) -> bool:

@@ -100,6 +100,26 @@ def test_invalid_utf8_is_a_400_problem(client, auth):
     assert "UTF-8" in response.get_json()["detail"]
 
 
+def test_an_unpaired_surrogate_escape_is_a_400_naming_the_field_and_nothing_is_stored(client, auth, example, engine):
+    name = example["data"]["company"]["name"]
+    for raw, where in ((json.dumps(example).replace(name, "PT \\ud800" + name, 1), "/data/company/name"),
+                       (json.dumps(example).replace('"company": {', '"company": {"x\\uDFFF": 1, ', 1),
+                        "/data/company/x\\udfff")):
+        response = client.post("/v1/applications", data=raw, content_type="application/json",
+                               headers={**auth, "Idempotency-Key": where})
+        assert response.status_code == 400, response.get_data(as_text=True)
+        problem = response.get_json()
+        assert response.mimetype == "application/problem+json"
+        assert [e["path"] for e in problem["errors"]] == [where]
+        assert "surrogate" in problem["detail"]
+    assert count(engine, t.applications) == 0
+    # A pair of escapes is one character (an emoji here): text, accepted.
+    paired = json.dumps(example).replace(name, "PT \\ud83d\\ude00 " + name, 1)
+    response = client.post("/v1/applications", data=paired, content_type="application/json",
+                           headers={**auth, "Idempotency-Key": "paired"})
+    assert response.status_code == 202, response.get_json()
+
+
 def test_no_key_is_401_and_a_wrong_scope_is_403(client, make_key, example):
     assert client.post("/v1/applications", json=example).status_code == 401
     read_only = make_key("read")
