@@ -203,10 +203,10 @@ class _Inflater:
     body is cut into pieces changes nothing: zlib checks its 2-byte header only once it has
     both bytes, so they are kept until then, to start again on them as raw deflate."""
 
-    __slots__ = ("_gzip", "_member_done", "_obj", "_sniffed")
+    __slots__ = ("_fed", "_gzip", "_member_done", "_obj", "_sniffed")
 
     def __init__(self, gzip: bool) -> None:
-        self._gzip, self._member_done = gzip, False
+        self._gzip, self._member_done, self._fed = gzip, False, False
         self._sniffed: bytes | None = None if gzip else b""  # deflate: the bytes before the header is judged
         self._obj: Any = zlib.decompressobj(16 + zlib.MAX_WBITS if gzip else zlib.MAX_WBITS)
 
@@ -214,6 +214,7 @@ class _Inflater:
         """At most ``limit`` (> 0) decoded bytes from ``data``; exactly ``limit`` means there may be more."""
         if self._obj is None:
             return b""  # after garbage that followed a complete gzip member
+        self._fed = self._fed or bool(data)
         if self._sniffed is not None:
             self._sniffed += data
         out = b""
@@ -242,6 +243,13 @@ class _Inflater:
             else:
                 return out
         return out
+
+
+    @property
+    def complete(self) -> bool:
+        """Whether the compressed stream reached its end (an empty body counts as complete):
+        a body that ends before it was cut somewhere, and what it decoded to is only a part."""
+        return self._obj is None or self._obj.eof or not self._fed
 
 
 class _AnswerReader:
@@ -328,6 +336,15 @@ class _AnswerReader:
             self.interim = False
         elif self.status is not None:
             self.done = True
+            if self.failure is None:
+                self.failure = self.truncation()
+
+    def truncation(self) -> BrokenOff | None:
+        """A failure when the body's framing ended before its compressed stream did."""
+        if self.inflater is None or self.inflater.complete:
+            return None
+        return BrokenOff(f"the answer's compressed body ended before its compressed stream did (truncated after "
+                         f"{self.size} decoded bytes)", self.status or 0)
 
     def broken(self, message: str) -> TransportFailure:
         """``BrokenOff`` once the status is known, ``ConnectionFailed`` before."""
@@ -341,6 +358,9 @@ class _AnswerReader:
         if not self.needs_eof:
             raise BrokenOff(f"the connection closed after {self.size} bytes of the answer's body", self.status)
         self.done, self.keep_alive = True, False
+        failure = self.truncation()
+        if failure is not None:
+            raise failure
 
 
 def read_answer(sock: socket.socket, head_only: bool, max_bytes: int,

@@ -94,6 +94,13 @@ def send(data: bytes) -> Script:
     return lambda conn: conn.sendall(data)
 
 
+def send_and_close(data: bytes) -> Script:
+    def script(conn: socket.socket) -> None:
+        conn.sendall(data)
+        conn.close()  # FIN: the end of a body framed by the connection
+    return script
+
+
 def byte_by_byte(data: bytes) -> Script:
     def script(conn: socket.socket) -> None:
         for i in range(len(data)):
@@ -222,6 +229,30 @@ def test_garbage_after_a_complete_gzip_member_is_ignored(agency, transport):
     body = gzip.compress(TEXT) + b"\x00\x00 padding a server left"
     server = agency(send(ok(body, b"Content-Encoding: gzip\r\n")))
     assert call(transport, server).body == TEXT
+
+
+@pytest.mark.parametrize("framing", ["length", "chunked", "close"])
+@pytest.mark.parametrize("coding", ["gzip", "deflate", "raw-deflate"])
+def test_a_compressed_body_cut_short_is_broken_off_not_a_partial_answer(agency, transport, coding, framing):
+    whole = {"gzip": gzip.compress, "deflate": zlib.compress, "raw-deflate": _raw_deflate}[coding](TEXT * 50)
+    body = whole[:len(whole) // 2]  # framed correctly, but the compressed stream stops half-way
+    head = b"HTTP/1.1 200 OK\r\nContent-Encoding: " + coding.removeprefix("raw-").encode() + b"\r\n"
+    if framing == "length":
+        answer = head + b"Content-Length: %d\r\n\r\n" % len(body) + body
+    elif framing == "chunked":
+        answer = head + b"Transfer-Encoding: chunked\r\n\r\n" + chunked(body, 100)
+    else:
+        answer = head + b"Connection: close\r\n\r\n" + body
+    server = agency(send_and_close(answer) if framing == "close" else send(answer), send(ok(b"next")))
+    with pytest.raises(BrokenOff, match="truncated"):
+        call(transport, server)
+    assert call(transport, server).body == b"next"
+    assert server.connections == 2  # the cut answer's connection was not reused
+
+
+def test_an_empty_body_marked_gzip_is_an_empty_answer(agency, transport):
+    server = agency(send(ok(b"", b"Content-Encoding: gzip\r\n")))
+    assert call(transport, server).body == b""
 
 
 # --- answers that must not leave the connection reusable ------------------------------------
