@@ -30,6 +30,8 @@ from urllib3 import PoolManager
 from urllib3.connection import HTTPConnection, HTTPSConnection
 from urllib3.connectionpool import HTTPConnectionPool, HTTPSConnectionPool
 
+from .deadlines import REAPER
+
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 
 # Cloud metadata services outside 169.254.0.0/16 (which is refused as link-local anyway).
@@ -165,6 +167,7 @@ def _guard(connection: HTTPConnection, policy: EgressPolicy) -> Any:
     if problem:
         sock.close()
         raise EgressRefused(f"{connection.host} connects to {problem}")
+    REAPER.note(sock)  # a call with a total deadline (adapters.deadlines) may shut it down
     return sock
 
 
@@ -174,12 +177,20 @@ class _GuardedHTTPConnection(HTTPConnection):
     def _new_conn(self) -> Any:
         return _guard(self, self.egress_policy)
 
+    def request(self, *args: Any, **kwargs: Any) -> None:
+        REAPER.note(self.sock)  # a kept connection, reused by a call with a deadline
+        super().request(*args, **kwargs)
+
 
 class _GuardedHTTPSConnection(HTTPSConnection):
     egress_policy: EgressPolicy = EgressPolicy()
 
     def _new_conn(self) -> Any:
         return _guard(self, self.egress_policy)
+
+    def request(self, *args: Any, **kwargs: Any) -> None:
+        REAPER.note(self.sock)
+        super().request(*args, **kwargs)
 
 
 class EgressAdapter(HTTPAdapter):

@@ -30,6 +30,7 @@ from .base import Adapter, AgencyRequest, Outcome, OutcomeKind
 from .egress import policy_for_agency
 from .masking import PERSONAL_FIELDS
 from .plugins import AnswerCapture, HeaderAdder, MaskingLogger, call_headers
+from .rest import DEFAULT_MAX_ANSWER_BYTES
 from .soap_client import (
     GuardedTransport,
     build_client,
@@ -73,6 +74,7 @@ class SoapAdapter(Adapter):
             "allowed_hosts": {"type": "array", "items": {"type": "string", "minLength": 1}},
             "headers": {"type": "object", "additionalProperties": {"type": "string"}},
             "masked_elements": {"type": "array", "items": {"type": "string"}},
+            "max_answer_bytes": {"type": "integer", "minimum": 1},
         },
     }
     operation_schema: ClassVar[dict[str, Any]] = {
@@ -87,6 +89,11 @@ class SoapAdapter(Adapter):
         options = agency.options or {}
         self._strict = bool(options.get("strict", True))
         self._timeout = float(options.get("operation_timeout", agency.read_timeout))
+        # The whole call's time (``timeouts.total``); an operation timeout of its own raises it
+        # to at least twice that, so that a slow operation is never cut by the default.
+        self._total = agency.total_timeout
+        if "operation_timeout" in options:
+            self._total = max(self._total, 2 * self._timeout)
         self._xroad = xroad_protocol.XRoad.from_agency(agency)
         self._address = self._xroad.security_server if self._xroad else agency.endpoint
         self._service: Any = None
@@ -177,7 +184,9 @@ class SoapAdapter(Adapter):
     def _build(self) -> Any:
         agency, options = self.agency, self.agency.options or {}
         transport = GuardedTransport(connect_timeout=agency.connect_timeout, operation_timeout=self._timeout,
-                                     allowed_hosts=options.get("allowed_hosts"), egress=policy_for_agency(agency))
+                                     allowed_hosts=options.get("allowed_hosts"), egress=policy_for_agency(agency),
+                                     total_timeout=self._total,
+                                     max_bytes=int(options.get("max_answer_bytes", DEFAULT_MAX_ANSWER_BYTES)))
         session = transport.session
         session.headers["User-Agent"] = "satupintu-adapter/1"
         auth = agency.auth or {}

@@ -20,6 +20,7 @@ from zeep.transports import Transport
 from zeep.wsdl import Document
 from zeep.wsdl.bindings import Soap11Binding, Soap12Binding
 
+from .deadlines import REAPER
 from .egress import EgressPolicy, guard_session
 
 # zeep's transport logs whole request bodies at DEBUG; ours go through the masking plugin.
@@ -52,13 +53,36 @@ def host_allowed(url: str, allowed: list[str] | None) -> bool:
     return any(host == a.lower() or (a.startswith(".") and host.endswith(a.lower())) for a in allowed)
 
 
+class AnswerDeadline(requests.exceptions.ReadTimeout):
+    """The SOAP answer was not complete within the call's total time (``timeouts.total``)."""
+
+    def __init__(self, seconds: float) -> None:
+        super().__init__(f"answer not complete within {seconds:g} s (timeouts.total)")
+        self.seconds = seconds
+
+
+class AnswerTooLarge(Exception):
+    """The SOAP answer is larger, once decoded, than ``options.max_answer_bytes``."""
+
+    def __init__(self, limit: int) -> None:
+        super().__init__(f"answer larger than {limit} bytes (options.max_answer_bytes)")
+        self.limit = limit
+
+
+_CHUNK = 8192  # read at a time: a gzip bomb inflates one chunk at most ~1,000-fold before the check
+
+
 class GuardedTransport(Transport):
     """A zeep transport with explicit timeouts, no redirects, no unmasked logging, and
-    (when ``allowed_hosts`` is set) no fetching of WSDL/XSD or posting outside those hosts."""
+    (when ``allowed_hosts`` is set) no fetching of WSDL/XSD or posting outside those hosts.
+
+    A SOAP call (``post``) has a total time, ``total_timeout`` (``adapters.deadlines``),
+    besides the per-read one, and its answer is read at most ``max_bytes`` (decoded) far."""
 
     def __init__(self, *, connect_timeout: float, operation_timeout: float,
                  allowed_hosts: list[str] | None = None, session: requests.Session | None = None,
-                 egress: EgressPolicy | None = None) -> None:
+                 egress: EgressPolicy | None = None, total_timeout: float | None = None,
+                 max_bytes: int | None = None) -> None:
         super().__init__(timeout=(connect_timeout, max(operation_timeout, 10.0)),
                          operation_timeout=(connect_timeout, operation_timeout),
                          session=session or NoRedirectSession())
@@ -66,6 +90,8 @@ class GuardedTransport(Transport):
         guard_session(self.session, egress or EgressPolicy.from_env(allowed_hosts or ()))
         self.logger = _SILENT
         self.allowed_hosts = allowed_hosts
+        self.total_timeout = total_timeout
+        self.max_bytes = max_bytes
 
     def load(self, url: str) -> bytes:
         if url.startswith("file://"):
@@ -77,7 +103,39 @@ class GuardedTransport(Transport):
     def post(self, address: str, message: Any, headers: Any) -> requests.Response:
         if not host_allowed(address, self.allowed_hosts):
             raise HostNotAllowed(f"{address} is not on an allowed host")
-        return super().post(address, message, headers)
+        if self.total_timeout is None:
+            return self._post(address, message, headers)
+        with REAPER.watch(self.total_timeout) as watch:
+            try:
+                response = self._post(address, message, headers)
+            except Exception as exc:
+                if watch.expired:  # the reaper cut the connection: that is why it broke
+                    raise AnswerDeadline(watch.seconds) from exc
+                raise
+            if watch.expired:  # read "whole", but only because the connection was cut
+                raise AnswerDeadline(watch.seconds)
+            return response
+
+    def _post(self, address: str, message: Any, headers: Any) -> requests.Response:
+        """POST and read the answer whole (bounded), so that the deadline covers the body too."""
+        response = self.session.post(address, data=message, headers=headers, timeout=self.operation_timeout,
+                                     stream=True)
+        try:
+            limit = self.max_bytes
+            declared = response.headers.get("Content-Length", "")
+            if limit is not None and declared.isdigit() and int(declared) > limit:
+                raise AnswerTooLarge(limit)
+            chunks, size = [], 0
+            for chunk in response.iter_content(_CHUNK):
+                size += len(chunk)
+                if limit is not None and size > limit:
+                    raise AnswerTooLarge(limit)
+                chunks.append(chunk)
+            response._content = b"".join(chunks)  # as requests itself stores a body read whole
+        except BaseException:
+            response.close()
+            raise
+        return response
 
 
 def safe_settings(strict: bool = True) -> Settings:

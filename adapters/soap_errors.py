@@ -25,7 +25,7 @@ from gateway.domain.errors import (
 from . import xroad as xroad_protocol
 from .base import Outcome, OutcomeKind
 from .masking import raw_excerpt
-from .soap_client import HostNotAllowed
+from .soap_client import AnswerDeadline, AnswerTooLarge, HostNotAllowed
 
 FAULT_ACTIONS = ("rejected", "transient", "permanent", "not_found")
 UNSAFE = (zeep_errors.DTDForbidden, zeep_errors.EntitiesForbidden, zeep_errors.ExternalReferenceForbidden)
@@ -104,6 +104,10 @@ def translate(exc: BaseException, *, agency: str, request_id: str, where: str,
                      status_code=status, raw=raw)
     if isinstance(exc, requests.exceptions.TooManyRedirects):
         return error(PermanentAgencyError, "redirects are not followed")
+    if isinstance(exc, AnswerDeadline):  # before Timeout, which it is
+        return error(TransientAgencyError, str(exc))
+    if isinstance(exc, AnswerTooLarge):
+        return error(PermanentAgencyError, str(exc))
     if isinstance(exc, requests.exceptions.ConnectTimeout):
         return error(TransientAgencyError, "no connection in time")
     if isinstance(exc, requests.exceptions.Timeout):
