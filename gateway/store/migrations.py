@@ -52,12 +52,19 @@ def _known_agency_references(conn: Connection) -> None:
         conn, checkfirst=True)
 
 
+def _front_office_references(conn: Connection) -> None:
+    # The operators' search by the front office's reference read every application.
+    next(i for i in tables.applications.indexes if i.name == "ix_applications_reference_known").create(
+        conn, checkfirst=True)
+
+
 MIGRATIONS: list[tuple[int, str, Callable[[Connection], None]]] = [
     (1, "clients, applications, requests, outbox, events, dead letters, callback signatures", _initial),
     (2, "webhook deliveries", _webhooks),
     (3, "per-client rate limit buckets", _rate_limits),
     (4, "application NIK hashes for the operators' search", _application_niks),
     (5, "agency references indexed once known, by themselves", _known_agency_references),
+    (6, "front-office references indexed for the operators' search", _front_office_references),
 ]
 
 # Rows a migration fills after its DDL has committed, in short transactions of their own

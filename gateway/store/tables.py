@@ -62,6 +62,10 @@ applications = Table(
     UniqueConstraint("client_id", "idempotency_key", name="uq_applications_idempotency"),
     Index("ix_applications_client_created", "client_id", "created_at"),
     Index("ix_applications_status", "status"),
+    # The operators' search by a front office's reference: the number on the citizen's
+    # receipt (schema version 6). Partial: a submission without one writes no entry.
+    Index("ix_applications_reference_known", "reference",
+          sqlite_where=text("reference IS NOT NULL"), postgresql_where=text("reference IS NOT NULL")),
 )
 
 requests = Table(
