@@ -2,18 +2,20 @@
 
 Going through the HTTP API would take minutes for a million applications and measure
 the wrong thing; these rows have exactly the shape the gateway writes (same tables, same
-outbox message body as ``gateway.workflow.dispatch``).
+time-ordered ids, a NIK row per application as the operators' search has them, a
+front-office reference each, same outbox message body as ``gateway.workflow.dispatch``).
 """
 
 from __future__ import annotations
 
 import datetime as dt
-import uuid
 from collections.abc import Iterator
 from typing import Any
 
 from sqlalchemy import Engine, insert, select
 
+from gateway.domain.ids import uuid7_hex
+from gateway.ops.masking import nik_hashes
 from gateway.store import tables as t
 
 
@@ -35,22 +37,24 @@ def applications(engine: Engine, service: Any, count: int, *, client: str, statu
     With ``outbox`` each request also gets its dispatch message, unsent (a queued backlog).
     """
     kept: list[str] = []
-    data = data or {"name": "PT Bench Sejahtera", "nik": "3171012345670123"}
+    given = data
     steps = list(service.steps.items())
     for block in _chunks(count, chunk):
         moment = dt.datetime.now(dt.UTC)
-        apps, requests, messages = [], [], []
+        apps, niks, requests, messages = [], [], [], []
         for i in block:
-            app_id = f"app_{uuid.uuid4().hex}"
+            app_id = f"app_{uuid7_hex()}"
             if keep_every and i % keep_every == 0:
                 kept.append(app_id)
+            data = given or {"name": "PT Bench Sejahtera", "nik": f"3171{i % 10**12:012d}"}
             apps.append({"id": app_id, "client_id": client, "service": service.id,
-                         "service_version": str(service.version), "status": status, "reference": None,
-                         "data": data, "idempotency_key": None, "request_hash": "0" * 64,
-                         "cancel_requested": False, "created_at": moment, "updated_at": moment,
-                         "due_at": None})
+                         "service_version": str(service.version), "status": status,
+                         "reference": f"MPP-BENCH-{i:09d}", "data": data, "idempotency_key": None,
+                         "request_hash": "0" * 64, "cancel_requested": False, "created_at": moment,
+                         "updated_at": moment, "due_at": None})
+            niks += ({"application_id": app_id, "nik_hash": h} for h in nik_hashes(data))
             for name, step in steps:
-                request_id = f"req_{uuid.uuid4().hex}"
+                request_id = f"req_{uuid7_hex()}"
                 requests.append({"id": request_id, "application_id": app_id, "step": name,
                                  "agency": step.agency, "operation": step.operation, "status": request_status,
                                  "agency_reference": None, "reason": None, "attempts": 0, "output": None,
@@ -58,16 +62,18 @@ def applications(engine: Engine, service: Any, count: int, *, client: str, statu
                 if outbox:
                     messages.append({
                         "exchange": "dispatch", "routing_key": step.agency, "created_at": moment,
-                        "body": {"message_id": f"msg_{uuid.uuid4().hex}", "kind": "send",
+                        "body": {"message_id": f"msg_{uuid7_hex()}", "kind": "send",
                                  "request_id": request_id, "application_id": app_id, "service": service.id,
                                  "step": name, "agency": step.agency, "operation": step.operation,
-                                 "payload": {"company_name": data["name"], "owner_nik": data["nik"]},
+                                 "payload": {"company_name": data.get("name"), "owner_nik": data.get("nik")},
                                  "reference": None},
                         "headers": {"application_id": app_id, "request_id": request_id,
-                                    "traceparent": f"00-{app_id[4:]}-{uuid.uuid4().hex[:16]}-01",
+                                    "traceparent": f"00-{app_id[4:]}-{uuid7_hex()[16:]}-01",
                                     "x-attempt": 1}})
         with engine.begin() as conn:
             conn.execute(insert(t.applications), apps)
+            if niks:
+                conn.execute(insert(t.application_niks), niks)
             conn.execute(insert(t.requests), requests)
             if messages:
                 conn.execute(insert(t.outbox), messages)
