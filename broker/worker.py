@@ -462,6 +462,7 @@ class _Delivery:
             self.rounds += 1
             log.error("the broker did not confirm what was published for %s; publishing it again in %g s",
                       self.request_id, delay)
+            metrics.REPUBLISHED.inc()
             self.session.ioloop.call_later(delay, self._publish_again)
             return
         self.settled = True
@@ -621,6 +622,7 @@ class _Session(AsyncSession):
         self.window_since = time.monotonic()
         self.renewing = False
         self.worker.renewals += 1
+        metrics.CHANNEL_RENEWALS.inc()
         if old is None:
             return
         self.retired.append(old.channel)

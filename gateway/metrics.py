@@ -37,6 +37,10 @@ AGENCY_CALL_SECONDS = Histogram(
     buckets=(0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60))
 RETRIES = Counter("satupintu_retries", "Agency calls scheduled for another attempt", ["agency"])
 DEAD_LETTERED = Counter("satupintu_dead_lettered", "Messages sent to the dead-letter queue", ["agency"])
+REPUBLISHED = Counter("satupintu_republished_deliveries",
+                      "Deliveries whose outcome the broker refused, published again (the delivery held)")
+CHANNEL_RENEWALS = Counter("satupintu_publish_channel_renewals",
+                           "Publishing channels a worker replaced after the broker refused messages on them")
 # POST /v1/applications answers → outcome label.
 _SUBMIT_OUTCOMES = {202: "accepted", 409: "conflict", 413: "too_large", 415: "invalid", 400: "invalid",
                     422: "invalid", 401: "unauthorized", 403: "forbidden"}

@@ -354,8 +354,15 @@ def _confirm(window, tag: int, *, nack: bool = False) -> None:
     window._on_confirm(types.SimpleNamespace(method=method))
 
 
+def _counted(name: str) -> float:
+    from prometheus_client import REGISTRY
+    return REGISTRY.get_sample_value(name) or 0.0
+
+
 def test_a_refusal_opens_a_fresh_publishing_channel_and_what_waited_on_the_old_goes_out_there(monkeypatch):
     from broker import worker
+    renewals, republished = _counted("satupintu_publish_channel_renewals_total"), _counted(
+        "satupintu_republished_deliveries_total")
     session, connection, ledger, consumer = _renewing_session(monkeypatch)
     old = session.window
     _deliveries(session, ledger, [1, 2, 3])
@@ -371,6 +378,8 @@ def test_a_refusal_opens_a_fresh_publishing_channel_and_what_waited_on_the_old_g
     assert not old.channel.is_open and session.retired == []  # closed, and that did not end the session
     assert not hasattr(session, "ended_by")
     assert session.worker.renewals == 1
+    assert _counted("satupintu_publish_channel_renewals_total") == renewals + 1  # for the operators
+    assert _counted("satupintu_republished_deliveries_total") == republished + 2  # 2 and 3
     # 3, which waited on the old channel, counts as refused: both go out again on the fresh one.
     assert consumer.sent == [("ack", 1, False)]
     session.ioloop.run()
