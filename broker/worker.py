@@ -500,6 +500,7 @@ REPUBLISH_DELAY_MAX = 30.0
 # with tests/scale/test_rabbitmq_cluster.py on RabbitMQ 3.10).  A refusal therefore
 # replaces the publishing channel, at most once per this many seconds.
 RENEW_AFTER = 1.0
+RENEW_GIVE_UP = 10.0  # a fresh channel not in confirm mode by then is asked for again
 
 
 def republish_delay(rounds: int) -> float:
@@ -528,6 +529,7 @@ class _Session(AsyncSession):
         self.window: ConfirmWindow | None = None
         self.window_since = 0.0  # when the current publishing channel took over (monotonic)
         self.renewing = False  # a fresh publishing channel is being opened
+        self.renew_started = 0.0
         self.retired: list[Any] = []  # publishing channels replaced, being closed
         self.consumers: list[tuple[Any, str]] = []
         self.stop_deadline: float | None = None
@@ -600,9 +602,12 @@ class _Session(AsyncSession):
         """Open a fresh publishing channel; once it is in confirm mode it takes over
         (``_take_over``).  At most one at a time, and not within ``RENEW_AFTER`` seconds
         of the last: a refusal burst replaces the channel once."""
-        if self.closing or self.renewing or time.monotonic() - self.window_since < RENEW_AFTER:
+        now = time.monotonic()
+        if self.closing or now - self.window_since < RENEW_AFTER:
             return
-        self.renewing = True
+        if self.renewing and now - self.renew_started < RENEW_GIVE_UP:
+            return  # one on its way (a broker that never answers it is asked again later)
+        self.renewing, self.renew_started = True, now
         log.warning("the broker refused messages on the worker's publishing channel; opening a fresh one")
         try:
             self.connection.channel(on_open_callback=self._on_fresh_publish_channel)

@@ -333,6 +333,7 @@ def _renewing_session(monkeypatch) -> tuple[_Session, _Connection, AckLedger, _C
     session.window = None
     session.window_since = 0.0
     session.renewing = False
+    session.renew_started = 0.0
     session.retired = []
     consumer = _Channel()
     ledger = AckLedger(consumer)
@@ -416,3 +417,21 @@ def test_the_current_publishing_channel_closed_by_the_broker_still_ends_the_sess
     for callback in channel.close_callbacks:
         callback(channel, "404")
     assert session.ended_by == (channel, "404")
+
+
+def test_a_fresh_channel_the_broker_never_opens_is_asked_for_again(monkeypatch):
+    from broker import worker
+    session, connection, ledger, _consumer = _renewing_session(monkeypatch)
+    _deliveries(session, ledger, [1, 2])
+    old = session.window
+    monkeypatch.setattr(worker.time, "monotonic", lambda: 105.0)
+    _confirm(old, 1, nack=True)
+    assert len(connection.opening) == 1  # never opened by the broker
+    monkeypatch.setattr(worker.time, "monotonic", lambda: 105.0 + worker.RENEW_GIVE_UP - 0.1)
+    _confirm(old, 2, nack=True)
+    assert len(connection.opening) == 1
+    session.ioloop.run()  # both published again, on the old channel still
+    monkeypatch.setattr(worker.time, "monotonic", lambda: 105.0 + worker.RENEW_GIVE_UP + 0.1)
+    _confirm(old, 3, nack=True)
+    assert len(connection.opening) == 2
+
