@@ -175,10 +175,7 @@ class _Session(AsyncSession):
             # was lost, a channel can keep refusing a queue whose leader moved.  Release the
             # rows at once (no need to wait out the lease) and start over on a fresh
             # connection, which the run loop may open to another node.
-            try:
-                self.relay.release([row.id for row in failed])
-            except Exception:  # noqa: BLE001 - the lease brings them back anyway
-                log.exception("could not release refused outbox rows")
+            self._give_back([row.id for row in failed])
             self.closing = True
             self.error = BrokerUnavailable(f"broker refused {len(failed)} message(s)")
             self._finish_confirmed()
@@ -201,6 +198,8 @@ class _Session(AsyncSession):
         self.timer = None
         relay, window = self.relay, self.window
         assert window is not None
+        if self.closing or not window.channel.is_open:
+            return  # the session is ending (``_ended`` gives back what waits for a confirm): claim nothing
         stopping = relay.stopping.is_set()
         room = 0 if stopping else relay.window - window.in_flight
         limit = relay.batch if room >= relay.batch else 0
@@ -220,7 +219,7 @@ class _Session(AsyncSession):
             relay.published += len(confirmed)
         exchange = relay.names.exchange
         with window.batch():  # the batch goes to the socket in one write
-            for row in rows:
+            for i, row in enumerate(rows):
                 headers = row.headers
                 if row.id in reclaimed:
                     # A relay that died may have published this row already: the worker looks
@@ -228,13 +227,26 @@ class _Session(AsyncSession):
                     headers = dict(headers or {}, **{"x-maybe-sent": True})
                 body = row.body
                 message_id = body.get("message_id") or body.get("event_id") or f"outbox-{row.id}"
-                window.publish(exchange(row.exchange), row.routing_key, body, headers, row, message_id=message_id)
+                try:
+                    window.publish(exchange(row.exchange), row.routing_key, body, headers, row,
+                                   message_id=message_id)
+                except Exception:
+                    # The channel went between the claim and the publish: the rows not yet
+                    # handed to it were never sent, so they go back at once, not after the lease.
+                    self._give_back([r.id for r in rows[i:]])
+                    raise
         if stopping:
             self._finish()
         elif len(rows) == relay.batch:
             self._wake(0)  # more is waiting
         else:
             self._wake(relay.idle_wait)
+
+    def _give_back(self, ids: list[int]) -> None:
+        try:
+            self.relay.release(ids)
+        except Exception:  # noqa: BLE001 - the lease brings them back anyway
+            log.exception("could not give back %d claimed outbox row(s)", len(ids))
 
     def _finish(self) -> None:
         """Stopping: wait (a little) for the confirms in flight, mark them, then close."""

@@ -143,3 +143,64 @@ def test_rows_unconfirmed_when_the_connection_is_lost_are_published_again_at_onc
     finally:
         relay.stop()
         thread.join(30)
+
+
+class _BreakingWindow:
+    """A ``ConfirmWindow`` whose channel goes after ``takes`` publishes (pika raises then)."""
+
+    def __init__(self, takes: int) -> None:
+        import types
+        self.channel = types.SimpleNamespace(is_open=True)
+        self.takes = takes
+        self.pending: list = []
+
+    @property
+    def in_flight(self) -> int:
+        return len(self.pending)
+
+    @contextlib.contextmanager
+    def batch(self):
+        yield
+
+    def publish(self, exchange, routing_key, body, headers, token, *, message_id) -> None:
+        import pika.exceptions
+        if len(self.pending) == self.takes:
+            self.channel.is_open = False
+            raise pika.exceptions.ChannelWrongStateError("Channel is closed.")
+        self.pending.append(token)
+
+
+def _bare_session(relay: Relay, window: _BreakingWindow):
+    from gateway.relay import _Session
+    session = object.__new__(_Session)
+    session.relay, session.window, session.confirmed = relay, window, []
+    session.closing, session.timer, session.timer_at, session.deadline = False, None, 0.0, None
+    return session
+
+
+def test_rows_claimed_as_the_channel_goes_are_given_back_at_once(engine, catalog, settings, client, auth, example):  # noqa: ANN001
+    import pika.exceptions
+
+    from gateway.store import tables as t
+    relay = Relay(engine, catalog, amqp_urls=("amqp://unused",), namespace=settings.namespace, lease=600)
+    for i in (1, 2, 3):
+        submit(client, auth, example, i)
+    session = _bare_session(relay, _BreakingWindow(takes=1))
+    with pytest.raises(pika.exceptions.ChannelWrongStateError):
+        session._cycle()
+    with engine.connect() as conn:
+        claims = [r.claimed_until is not None for r in conn.execute(select(t.outbox.c.claimed_until)
+                                                                       .order_by(t.outbox.c.id))]
+    # The first went to the channel (its session's end gives it back, flagged maybe-sent); the
+    # two the channel never took are claimable again now, as never sent.
+    assert claims == [True, False, False]
+    assert relay.claimable()
+
+    # A session already ending claims nothing.
+    ending = _bare_session(relay, _BreakingWindow(takes=10))
+    ending.closing = True
+    ending._cycle()
+    assert ending.window.pending == []
+    with engine.connect() as conn:
+        assert conn.execute(select(func.count()).select_from(t.outbox)
+                            .where(t.outbox.c.claimed_until.is_not(None))).scalar() == 1
