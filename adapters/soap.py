@@ -186,7 +186,8 @@ class SoapAdapter(Adapter):
         transport = GuardedTransport(connect_timeout=agency.connect_timeout, operation_timeout=self._timeout,
                                      allowed_hosts=options.get("allowed_hosts"), egress=policy_for_agency(agency),
                                      total_timeout=self._total,
-                                     max_bytes=int(options.get("max_answer_bytes", DEFAULT_MAX_ANSWER_BYTES)))
+                                     max_bytes=int(options.get("max_answer_bytes", DEFAULT_MAX_ANSWER_BYTES)),
+                                     pool_size=max(int(getattr(agency, "concurrency", 10)), 10))
         session = transport.session
         session.headers["User-Agent"] = "satupintu-adapter/1"
         auth = agency.auth or {}

@@ -82,12 +82,14 @@ class GuardedTransport(Transport):
     def __init__(self, *, connect_timeout: float, operation_timeout: float,
                  allowed_hosts: list[str] | None = None, session: requests.Session | None = None,
                  egress: EgressPolicy | None = None, total_timeout: float | None = None,
-                 max_bytes: int | None = None) -> None:
+                 max_bytes: int | None = None, pool_size: int = 10) -> None:
         super().__init__(timeout=(connect_timeout, max(operation_timeout, 10.0)),
                          operation_timeout=(connect_timeout, operation_timeout),
                          session=session or NoRedirectSession())
         # Every connection (WSDL, XSD, SOAP call) is checked against the egress policy.
-        guard_session(self.session, egress or EgressPolicy.from_env(allowed_hosts or ()))
+        # Connections kept per host: as many as calls may run at once, so that none is
+        # opened for one call and thrown away after it ("connection pool is full").
+        guard_session(self.session, egress or EgressPolicy.from_env(allowed_hosts or ()), pool_maxsize=pool_size)
         self.logger = _SILENT
         self.allowed_hosts = allowed_hosts
         self.total_timeout = total_timeout

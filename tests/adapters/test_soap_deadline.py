@@ -198,3 +198,14 @@ def test_the_reaper_shuts_only_the_sockets_of_calls_past_their_deadline():
     finally:
         for s in (left, right, other_left, other_right):
             s.close()
+
+
+def test_the_connection_pool_keeps_as_many_connections_as_calls_may_run(make_agency, fake_agency):
+    forget_documents()
+    fake_agency.route("GET", "/", 200, body=WSDL)
+    for concurrency, kept in ((16, 16), (4, 10)):
+        agency = make_agency(fake_agency.url, OPS, adapter="soap", concurrency=concurrency,
+                             options={"wsdl": f"{fake_agency.url}/?wsdl"})
+        adapter = SoapAdapter(agency)
+        adapter._proxy()
+        assert adapter._client.transport.session.get_adapter(fake_agency.url)._pool_maxsize == kept
