@@ -170,15 +170,17 @@ class _Session(AsyncSession):
         for row in failed:
             log.error("outbox row %s not confirmed (nack or no queue for %s / %s)", row.id, row.exchange,
                       row.routing_key, extra=correlation(row.body, row.headers))
-        if failed and not self.closing:
+        if failed:
             # A nack says the broker could not take the message: after a node of a cluster
             # was lost, a channel can keep refusing a queue whose leader moved.  Release the
-            # rows at once (no need to wait out the lease) and start over on a fresh
-            # connection, which the run loop may open to another node.
+            # rows at once (no need to wait out the lease) -- also those refused after the
+            # first, while this session closes -- and start over on a fresh connection,
+            # which the run loop may open to another node.
             self._give_back([row.id for row in failed])
-            self.closing = True
-            self.error = BrokerUnavailable(f"broker refused {len(failed)} message(s)")
-            self._finish_confirmed()
+            if not self.closing:
+                self.closing = True
+                self.error = BrokerUnavailable(f"broker refused {len(failed)} message(s)")
+                self._finish_confirmed()
             return
         self._wake(0)
 

@@ -204,3 +204,28 @@ def test_rows_claimed_as_the_channel_goes_are_given_back_at_once(engine, catalog
     with engine.connect() as conn:
         assert conn.execute(select(func.count()).select_from(t.outbox)
                             .where(t.outbox.c.claimed_until.is_not(None))).scalar() == 1
+
+
+def test_every_row_the_broker_refuses_is_given_back_also_while_the_session_closes(
+        engine, catalog, settings, client, auth, example):  # noqa: ANN001
+    import datetime as dt
+    import types
+
+    from gateway.store import records
+    from gateway.store import tables as t
+    relay = Relay(engine, catalog, amqp_urls=("amqp://unused",), namespace=settings.namespace, lease=600)
+    for i in (1, 2, 3):
+        submit(client, auth, example, i)
+    with engine.begin() as conn:
+        rows = records.claim_outbox(conn, limit=10, lease=dt.timedelta(seconds=600))
+    session = _bare_session(relay, _BreakingWindow(takes=10))
+    session.connection = types.SimpleNamespace(is_open=False)
+    # A channel opened during a fail-over nacks a whole batch, in several confirm frames: the
+    # first ends the session, the rest arrive while it closes.
+    session._on_settled([], rows[:1])
+    assert session.closing
+    session._on_settled([], rows[1:])
+    with engine.connect() as conn:
+        claimed = conn.execute(select(func.count()).select_from(t.outbox)
+                               .where(t.outbox.c.claimed_until.is_not(None))).scalar()
+    assert claimed == 0  # all three claimable by the next session at once, not after the lease
