@@ -131,7 +131,6 @@ class Worker:
         self._busy_done = threading.Condition(threading.Lock())
         self._busy_waiting = 0  # threads waiting in ``_claim`` (changed under ``_busy_done``)
         self.connections = 0
-        self.renewals = 0  # publishing channels replaced after the broker refused messages
 
     # --- lifecycle -------------------------------------------------------------------
 
@@ -626,7 +625,6 @@ class _Session(AsyncSession):
         old, self.window = self.window, window
         self.window_since = time.monotonic()
         self.renewing = False
-        self.worker.renewals += 1
         metrics.CHANNEL_RENEWALS.inc()
         if old is None:
             return

@@ -79,18 +79,13 @@ class Relay:
         with self.engine.connect().execution_options(readonly=True) as conn:
             return conn.execute(_CLAIMABLE, {"now": records.now()}).first() is not None
 
-    def release(self, ids: list[int]) -> None:
-        """Give up the claim on rows the broker refused, so the next session takes them."""
+    def release(self, ids: list[int], *, maybe_sent: bool = False) -> None:
+        """Give up the claim on unsent rows, so the next session takes them at once: rows the
+        broker refused or never took (claim cleared), or, ``maybe_sent``, rows whose confirm
+        can no longer come (claim expired: ``claim_outbox`` flags them ``x-maybe-sent``)."""
         with self.engine.begin() as conn:
             conn.execute(update(t.outbox).where(t.outbox.c.id.in_(ids), t.outbox.c.sent_at.is_(None))
-                         .values(claimed_until=None))
-
-    def expire(self, ids: list[int]) -> None:
-        """End the claim on rows whose confirm can no longer come (their connection is gone):
-        claimable again at once, and flagged as perhaps published when they are."""
-        with self.engine.begin() as conn:
-            conn.execute(update(t.outbox).where(t.outbox.c.id.in_(ids), t.outbox.c.sent_at.is_(None))
-                         .values(claimed_until=records.now()))
+                         .values(claimed_until=records.now() if maybe_sent else None))
 
     def mark_and_claim(self, confirmed: list[int], limit: int, reclaimed: set[int]) -> list[Any]:
         """One transaction: mark ``confirmed`` rows sent and claim up to ``limit`` more."""
@@ -129,7 +124,7 @@ class _Session(AsyncSession):
                 self.relay.published += len(self.confirmed)
                 self.confirmed = []
             if pending:
-                self.relay.expire(pending)
+                self.relay.release(pending, maybe_sent=True)
                 log.warning("%d outbox row(s) unconfirmed when the broker connection ended: published again",
                             len(pending))
         except Exception:  # noqa: BLE001
