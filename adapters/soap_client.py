@@ -114,7 +114,10 @@ class GuardedTransport(Transport):
                 if watch.expired:  # the reaper cut the connection: that is why it broke
                     raise AnswerDeadline(watch.seconds) from exc
                 raise
-            if watch.expired:  # read "whole", but only because the connection was cut
+            if watch.expired and _ends_with_the_connection(response):
+                # Read "whole" only because the reaper cut the connection that framed it.
+                # (A body framed by its length or by chunks cut short raised above; one that
+                # arrived whole just before the deadline is kept.)
                 raise AnswerDeadline(watch.seconds)
             return response
 
@@ -138,6 +141,12 @@ class GuardedTransport(Transport):
             response.close()
             raise
         return response
+
+
+def _ends_with_the_connection(response: requests.Response) -> bool:
+    """Whether the answer's body is framed by the connection closing (no length, not chunked)."""
+    headers = response.headers
+    return "Content-Length" not in headers and "chunked" not in headers.get("Transfer-Encoding", "").lower()
 
 
 def safe_settings(strict: bool = True) -> Settings:

@@ -108,10 +108,15 @@ def whole(text: str) -> bytes:
     return HEAD + b"Content-Length: %d\r\n\r\n" % len(data) + data
 
 
-@pytest.mark.parametrize("where", ["head", "body"])
+@pytest.mark.parametrize("where", ["head", "body", "body-until-close"])
 def test_an_answer_dripping_within_the_read_timeout_ends_at_the_total_time(build, request_factory, where):
     data = whole(envelope(answer()))
-    if where == "head":
+    if where == "body-until-close":  # no length: the reaper's cut would look like the body's end
+        text = body_of(envelope(answer()))
+        cut = len(HEAD) + len(b"Connection: close\r\n\r\n")
+        dripped = HEAD + b"Connection: close\r\n\r\n" + text
+        script = lambda server: lambda conn: (conn.sendall(dripped[:cut]), server.drip(dripped[cut:])(conn))  # noqa: E731
+    elif where == "head":
         script = lambda server: server.drip(data)  # noqa: E731 - every byte 50 ms apart: the head alone takes seconds
     else:
         cut = data.index(b"\r\n\r\n") + 4
