@@ -175,21 +175,10 @@ class _Session(AsyncSession):
             if not self.closing:
                 self.closing = True
                 self.error = BrokerUnavailable(f"broker refused {len(failed)} message(s)")
-                self._finish_confirmed()
+                if self.connection.is_open:
+                    self.connection.close()  # what was confirmed is marked as the session ends (``_ended``)
             return
         self._wake(0)
-
-    def _finish_confirmed(self) -> None:
-        """Mark what was confirmed, then close: used when leaving a session early."""
-        if self.confirmed:
-            try:
-                self.relay.mark_and_claim(self.confirmed, 0, set())
-                self.relay.published += len(self.confirmed)
-                self.confirmed = []
-            except Exception:  # noqa: BLE001 - unmarked rows are published again: harmless
-                log.exception("relay store transaction failed")
-        if self.connection.is_open:
-            self.connection.close()
 
     def _cycle(self) -> None:
         self.timer = None
