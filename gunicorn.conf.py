@@ -47,7 +47,7 @@ def on_starting(server):
     folder.mkdir(parents=True, exist_ok=True)
     for leftover in folder.glob("*.db"):
         leftover.unlink()
-    from gateway.logs import configure
+    from core.logs import configure
     configure("gateway")
 
 

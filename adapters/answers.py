@@ -14,8 +14,8 @@ from typing import Any
 
 from jmespath.exceptions import JMESPathError
 
-from gateway.domain.errors import ConfigError, PermanentAgencyError
-from gateway.domain.mapping import compile_expression as _compile
+from core.domain.errors import ConfigError, PermanentAgencyError
+from core.domain.mapping import compile_expression as _compile
 
 from .base import Outcome, OutcomeKind
 from .masking import raw_excerpt

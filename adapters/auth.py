@@ -17,8 +17,8 @@ from urllib.parse import urlsplit
 import requests
 from requests.auth import AuthBase, HTTPBasicAuth
 
-from gateway.catalog import resolve_secret
-from gateway.domain.errors import ConfigError
+from core.domain.errors import ConfigError
+from core.model import resolve_secret
 
 AUTH_FIELDS: dict[str, dict[str, bool]] = {  # type -> {field: required}
     "none": {},

@@ -15,7 +15,7 @@ import enum
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
-from gateway.domain.errors import AgencyError, UnsupportedOperation
+from core.domain.errors import AgencyError, UnsupportedOperation
 
 
 class OutcomeKind(str, enum.Enum):

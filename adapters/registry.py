@@ -6,7 +6,7 @@ from __future__ import annotations
 import importlib
 from importlib.metadata import entry_points
 
-from gateway.domain.errors import ConfigError
+from core.domain.errors import ConfigError
 
 from .base import Adapter
 

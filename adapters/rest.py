@@ -19,7 +19,7 @@ import threading
 from typing import Any, ClassVar
 from urllib.parse import quote, urlsplit
 
-from gateway.domain.errors import (
+from core.domain.errors import (
     AgencyError,
     ConfigError,
     PermanentAgencyError,

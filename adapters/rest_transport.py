@@ -38,7 +38,7 @@ from urllib3.exceptions import (
 )
 from urllib3.util.wait import wait_for_read
 
-from gateway.domain.errors import ConfigError
+from core.domain.errors import ConfigError
 
 from .egress import EgressPolicy, guarded_pool_manager
 from .http_exchange import (

@@ -16,7 +16,7 @@ from typing import Any, ClassVar
 from lxml import etree
 from zeep.helpers import serialize_object
 
-from gateway.domain.errors import (
+from core.domain.errors import (
     AgencyError,
     ConfigError,
     PermanentAgencyError,

@@ -16,7 +16,7 @@ import requests
 from lxml import etree
 from zeep import exceptions as zeep_errors
 
-from gateway.domain.errors import (
+from core.domain.errors import (
     AgencyError,
     PermanentAgencyError,
     TransientAgencyError,

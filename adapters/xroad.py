@@ -16,7 +16,7 @@ from urllib.parse import quote
 
 from lxml import etree
 
-from gateway.domain.errors import (
+from core.domain.errors import (
     AgencyError,
     ConfigError,
     PermanentAgencyError,

@@ -95,7 +95,7 @@ def main(argv: list[str] | None = None) -> int:
 
     from adapters.base import AgencyRequest
     from adapters.rest import RestAdapter
-    from gateway.catalog import Agency
+    from core.model import Agency
 
     server = subprocess.Popen([sys.executable, "-m", "bench.rest_call", "--serve"], stdout=subprocess.PIPE, text=True,
                               cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))))

@@ -64,10 +64,10 @@ class _Store:
     """A fresh SQLite store with the bench catalog, an API client and the gateway app on it."""
 
     def __init__(self, rate_limit: float):
+        from core.settings import Settings
         from gateway import clients
         from gateway.api import create_app
         from gateway.catalog import load_catalog
-        from gateway.settings import Settings
         from gateway.store import make_engine
         from gateway.store.migrations import upgrade
 

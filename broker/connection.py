@@ -13,7 +13,7 @@ from typing import Any
 import pika
 import pika.exceptions
 
-from gateway.domain.errors import BrokerUnavailable
+from core.domain.errors import BrokerUnavailable
 
 log = logging.getLogger("satupintu.broker")
 

@@ -15,7 +15,7 @@ import time
 from typing import Any
 
 from adapters.base import AgencyRequest
-from gateway.domain.ids import uuid7_hex
+from core.domain.ids import uuid7_hex
 
 ORIGIN = f"{socket.gethostname()}:{os.getpid()}"
 

@@ -20,7 +20,7 @@ import pika.data
 import pika.exceptions
 from pika.adapters.blocking_connection import BlockingChannel
 
-from gateway.domain.errors import PublishNotConfirmed
+from core.domain.errors import PublishNotConfirmed
 
 log = logging.getLogger("satupintu.broker")
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from gateway.catalog import Agency
+from core.model import Agency
 
 
 def poll_delays(agency: Agency) -> list[float]:

@@ -12,7 +12,7 @@ from collections.abc import Iterable
 
 from pika.adapters.blocking_connection import BlockingChannel
 
-from gateway.catalog import Agency
+from core.model import Agency
 
 from .retry import poll_delays
 

@@ -34,13 +34,13 @@ from typing import Any
 
 from adapters.base import Adapter, Outcome, OutcomeKind
 from adapters.registry import adapter_class
-from gateway import metrics
-from gateway.catalog import Agency, Catalog
-from gateway.domain.errors import (
+from core import metrics
+from core.domain.errors import (
     AgencyError,
     UnsupportedOperation,
 )
-from gateway.logs import correlation
+from core.logs import correlation
+from core.model import Agency, Catalog
 
 from . import messages
 from .acks import AckLedger, SentAnnouncements

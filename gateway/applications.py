@@ -14,12 +14,13 @@ import jsonschema
 from sqlalchemy import Connection, Engine, update
 from sqlalchemy.exc import IntegrityError
 
+from core.domain.errors import Conflict, NotFound, ValidationFailed
+from core.domain.ids import uuid7_hexes
+from core.domain.status import ApplicationStatus, RequestStatus, combined_status
+from core.model import Catalog, Service
+
 from . import notifier
-from .catalog import Catalog, Service
 from .clients import Client
-from .domain.errors import Conflict, NotFound, ValidationFailed
-from .domain.ids import uuid7_hexes
-from .domain.status import ApplicationStatus, RequestStatus, combined_status
 from .ops.masking import nik_hashes
 from .quick_schema import quick_check
 from .store import records

@@ -16,8 +16,8 @@ import urllib.request
 from pathlib import Path
 from typing import Any
 
-from .domain.errors import SatupintuError
-from .settings import Settings
+from core.domain.errors import SatupintuError
+from core.settings import Settings
 
 SANDBOX_AGENCIES = ("company-registry", "municipality", "tax-office", "social-security")
 
@@ -68,8 +68,9 @@ def cmd_serve(args: argparse.Namespace) -> int:
         folder, master = tempfile.mkdtemp(prefix="satupintu-metrics-"), os.getpid()
         os.environ["PROMETHEUS_MULTIPROC_DIR"] = folder
         atexit.register(lambda: os.getpid() == master and shutil.rmtree(folder, ignore_errors=True))
+    from core.logs import configure
+
     from .api import create_app
-    from .logs import configure
     from .serving import worker_class
     configure("gateway")
     settings = _settings()
@@ -101,10 +102,11 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
 
 def cmd_relay(_args: argparse.Namespace) -> int:
-    from .logs import configure
+    from core.logs import configure
+
     from .relay import Relay
     configure("relay")
-    from .metrics import expose
+    from core.metrics import expose
     expose("relay")  # this process's /metrics on SATUPINTU_METRICS_PORT, when set
     settings = _settings()
     relay = Relay(_engine(settings), _catalog(settings), amqp_urls=settings.amqp_urls, namespace=settings.namespace)
@@ -113,10 +115,9 @@ def cmd_relay(_args: argparse.Namespace) -> int:
 
 def cmd_worker(args: argparse.Namespace) -> int:
     from broker.worker import Worker
-
-    from .logs import configure
+    from core.logs import configure
     configure("worker")
-    from .metrics import expose
+    from core.metrics import expose
     expose("worker")  # this process's /metrics on SATUPINTU_METRICS_PORT, when set
     settings = _settings()
     catalog = _catalog(settings)
@@ -137,11 +138,12 @@ def cmd_worker(args: argparse.Namespace) -> int:
 
 
 def cmd_tracker(_args: argparse.Namespace) -> int:
-    from .logs import configure
+    from core.logs import configure
+
     from .notifier import Notifier
     from .tracker import Tracker
     configure("tracker")
-    from .metrics import expose
+    from core.metrics import expose
     expose("tracker")  # this process's /metrics on SATUPINTU_METRICS_PORT, when set
     settings = _settings()
     engine = _engine(settings)
@@ -166,8 +168,9 @@ def cmd_sandbox(args: argparse.Namespace) -> int:
 # --- run: the whole system in one process tree -------------------------------------------
 
 def cmd_run(args: argparse.Namespace) -> int:
+    from core.logs import configure
+
     from . import clients
-    from .logs import configure
     from .store import make_engine
     from .store.migrations import upgrade
     from .supervisor import Child, Supervisor, child_env, free_port, role_argv, wait_http

@@ -9,8 +9,8 @@ from dataclasses import dataclass
 from sqlalchemy import Connection, insert, select, update
 
 from adapters.egress import EgressPolicy, EgressRefused
+from core.domain.errors import Conflict, NotFound
 
-from .domain.errors import Conflict, NotFound
 from .store import records
 from .store import tables as t
 

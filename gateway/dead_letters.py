@@ -11,9 +11,10 @@ from typing import Any
 
 from sqlalchemy import Engine, select, update
 
-from .catalog import Catalog
-from .domain.errors import NotFound
-from .domain.status import RequestStatus, can_transition
+from core.domain.errors import NotFound
+from core.domain.status import RequestStatus, can_transition
+from core.model import Catalog
+
 from .store import records
 from .store import tables as t
 from .tracker import settle

@@ -29,10 +29,10 @@ from sqlalchemy import select as sql_select
 from broker.connection import AsyncSession, run_sessions
 from broker.publisher import ConfirmWindow
 from broker.topology import Names, declare_for
+from core.domain.errors import BrokerUnavailable
+from core.logs import correlation
+from core.model import Catalog
 
-from .catalog import Catalog
-from .domain.errors import BrokerUnavailable
-from .logs import correlation
 from .store import records
 from .store import tables as t
 

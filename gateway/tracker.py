@@ -23,16 +23,16 @@ from sqlalchemy.exc import OperationalError
 
 from broker.connection import CONNECTION_ERRORS, connect_with_backoff
 from broker.topology import Names, declare_for
-
-from . import notifier
-from .catalog import Catalog, Service
-from .domain.errors import BrokerUnavailable
-from .domain.status import (
+from core.domain.errors import BrokerUnavailable
+from core.domain.status import (
     RequestStatus,
     can_transition,
     combined_status,
 )
-from .logs import correlation
+from core.logs import correlation
+from core.model import Catalog, Service
+
+from . import notifier
 from .store import records
 from .store import tables as t
 from .tracker_batch import EventBatch

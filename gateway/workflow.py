@@ -13,11 +13,12 @@ from typing import Any
 
 from sqlalchemy import Connection
 
-from .catalog import Service
-from .domain.dag import advance
-from .domain.errors import MappingError
-from .domain.mapping import apply_mapping
-from .domain.status import RequestStatus
+from core.domain.dag import advance
+from core.domain.errors import MappingError
+from core.domain.mapping import apply_mapping
+from core.domain.status import RequestStatus
+from core.model import Service
+
 from .store import records
 
 DISPATCH = "dispatch"  # exchange name, without the namespace prefix

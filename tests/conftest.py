@@ -98,7 +98,7 @@ def config_dir(env: dict[str, str], monkeypatch: pytest.MonkeyPatch, tmp_path: P
 
 @pytest.fixture
 def settings(env: dict[str, str]):
-    from gateway.settings import Settings
+    from core.settings import Settings
     return Settings.from_env()
 
 

@@ -7,8 +7,10 @@ import logging
 from flask import Flask
 from sqlalchemy import Engine
 
-from ..catalog import Catalog, load_catalog
-from ..settings import Settings
+from core.model import Catalog
+from core.settings import Settings
+
+from ..catalog import load_catalog
 from ..store import make_engine
 from ..store.migrations import require_current
 from . import applications, callbacks, health, metrics, openapi, problems, services

@@ -11,9 +11,10 @@ from typing import Any
 
 from flask import Blueprint, Request, Response, current_app, g, request, stream_with_context
 
+from core.domain.status import ApplicationStatus
+
 from .. import applications as apps
 from .. import privacy
-from ..domain.status import ApplicationStatus
 from ..store import records
 from .context import ctx, current_client, require
 from .problems import TYPES, Problem

@@ -13,9 +13,10 @@ from flask import Blueprint, Response, json, request
 from sqlalchemy import delete, insert, select
 from sqlalchemy.exc import IntegrityError
 
+from core.domain.errors import ConfigError
+from core.domain.ids import uuid7_hex
+
 from .. import signatures
-from ..domain.errors import ConfigError
-from ..domain.ids import uuid7_hex
 from ..store import records
 from ..store import tables as t
 from .applications import json_body, raw_body

@@ -10,9 +10,10 @@ from typing import Any
 from flask import Request, current_app, g, request
 from sqlalchemy import Engine
 
+from core.model import Catalog
+from core.settings import Settings
+
 from .. import clients
-from ..catalog import Catalog
-from ..settings import Settings
 from . import ratelimit
 from .keycache import KeyCache
 from .problems import TYPES, Problem

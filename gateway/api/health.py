@@ -10,8 +10,8 @@ from sqlalchemy import text
 
 from broker.breaker import states as breaker_states
 from broker.connection import connect
+from core.domain.errors import BrokerUnavailable
 
-from ..domain.errors import BrokerUnavailable
 from .context import ctx
 
 bp = Blueprint("health", __name__)

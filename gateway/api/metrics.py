@@ -19,7 +19,8 @@ from prometheus_client.core import GaugeMetricFamily
 from sqlalchemy import func, select
 from werkzeug.exceptions import HTTPException
 
-from .. import metrics as process_metrics
+from core import metrics as process_metrics
+
 from ..store import records
 from ..store import tables as t
 from .context import ctx

@@ -6,8 +6,9 @@ from typing import Any
 
 from flask import Blueprint, Response, json
 
+from core.model import Catalog
+
 from .. import __version__
-from ..catalog import Catalog
 from .context import ctx
 
 bp = Blueprint("openapi", __name__)

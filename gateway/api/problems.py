@@ -8,7 +8,7 @@ from typing import Any
 from flask import Flask, Response, json, request
 from werkzeug.exceptions import HTTPException
 
-from ..domain.errors import Conflict, NotFound, ValidationFailed
+from core.domain.errors import Conflict, NotFound, ValidationFailed
 
 log = logging.getLogger("satupintu.api")
 

@@ -6,10 +6,11 @@ from typing import Any
 
 from flask import Blueprint, Response, json, request
 
+from core.domain.errors import NotFound
+
 from .. import dead_letters
 from ..api.context import ctx, current_client, require
 from ..api.problems import TYPES, Problem
-from ..domain.errors import NotFound
 from . import queries
 from .session import require_same_origin
 

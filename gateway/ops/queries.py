@@ -11,10 +11,11 @@ from typing import Any
 
 from sqlalchemy import Connection, func, or_, select
 
+from core.domain.dag import check_dag
+from core.model import Catalog
+from core.settings import Settings
+
 from .. import dead_letters
-from ..catalog import Catalog
-from ..domain.dag import check_dag
-from ..settings import Settings
 from ..store import records
 from ..store import tables as t
 from . import health, masking, queues

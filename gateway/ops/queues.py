@@ -16,10 +16,9 @@ from typing import Any
 
 from broker.connection import CONNECTION_ERRORS, connect
 from broker.topology import Names
-
-from ..catalog import Catalog
-from ..domain.errors import BrokerUnavailable
-from ..settings import Settings
+from core.domain.errors import BrokerUnavailable
+from core.model import Catalog
+from core.settings import Settings
 
 log = logging.getLogger("satupintu.ops")
 

@@ -15,7 +15,8 @@ from collections.abc import Callable
 
 from sqlalchemy import Connection, Engine, insert, inspect, select, text
 
-from ..domain.errors import StoreError
+from core.domain.errors import StoreError
+
 from . import nik_index, tables
 
 

@@ -15,7 +15,8 @@ from typing import Any
 from sqlalchemy import Connection, and_, bindparam, func, insert, or_, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 
-from ..domain.ids import uuid7_hex
+from core.domain.ids import uuid7_hex
+
 from . import tables as t
 from .engine import translate
 

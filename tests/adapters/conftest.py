@@ -19,7 +19,7 @@ from werkzeug.serving import make_server
 from werkzeug.wrappers import Request, Response
 
 from adapters.base import AgencyRequest
-from gateway.catalog import Agency
+from core.model import Agency
 
 
 @dataclass

@@ -8,8 +8,8 @@ import pytest
 
 from adapters.base import OutcomeKind
 from adapters.registry import adapter_class, available
+from core.domain.errors import ConfigError, UnsupportedOperation
 from gateway.catalog import load_catalog
-from gateway.domain.errors import ConfigError, UnsupportedOperation
 
 PLUGIN_DIR = Path(__file__).parent / "example_plugin"
 

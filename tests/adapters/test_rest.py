@@ -13,7 +13,7 @@ from werkzeug.wrappers import Response
 
 from adapters.base import OutcomeKind
 from adapters.rest import RestAdapter
-from gateway.domain.errors import (
+from core.domain.errors import (
     PermanentAgencyError,
     TransientAgencyError,
     UnsupportedOperation,

@@ -20,7 +20,7 @@ from werkzeug.wrappers import Response
 from adapters.base import OutcomeKind
 from adapters.rest import RestAdapter
 from adapters.rest_transport import Headers
-from gateway.domain.errors import PermanentAgencyError, TransientAgencyError
+from core.domain.errors import PermanentAgencyError, TransientAgencyError
 
 OP = {"op": {"path": "/x", "response": {"status": "status"}}}
 

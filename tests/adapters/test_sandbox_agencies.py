@@ -11,7 +11,7 @@ import pytest
 from adapters.base import OutcomeKind
 from adapters.rest import RestAdapter
 from adapters.soap import SoapAdapter
-from gateway.domain.errors import PermanentAgencyError, TransientAgencyError
+from core.domain.errors import PermanentAgencyError, TransientAgencyError
 
 NIK = "3171012345670123"
 

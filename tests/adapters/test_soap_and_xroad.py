@@ -14,7 +14,7 @@ from adapters.plugins import MaskingLogger
 from adapters.rest import RestAdapter
 from adapters.soap import SoapAdapter
 from adapters.soap_client import forget_documents
-from gateway.domain.errors import (
+from core.domain.errors import (
     ConfigError,
     PermanentAgencyError,
     TransientAgencyError,

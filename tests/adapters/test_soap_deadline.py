@@ -21,7 +21,7 @@ from test_soap_and_xroad import OPS, WSDL, answer, envelope
 from adapters.deadlines import REAPER
 from adapters.soap import SoapAdapter
 from adapters.soap_client import forget_documents
-from gateway.domain.errors import PermanentAgencyError, TransientAgencyError
+from core.domain.errors import PermanentAgencyError, TransientAgencyError
 
 pytestmark = pytest.mark.timeout(60)
 

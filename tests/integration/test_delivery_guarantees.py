@@ -105,8 +105,8 @@ def decided(engine, app_id: str):  # noqa: ANN001, ANN201
 
 def test_transient_failures_end_in_a_dead_letter_and_replay_completes_the_bundle(
         engine, catalog, agencies, roles, client, auth, example):  # noqa: ANN001
+    from core.domain.errors import NotFound
     from gateway import dead_letters
-    from gateway.domain.errors import NotFound
     agencies.faults("company-registry", failure_rate=1.0)
     for role in ("relay", "tracker", "worker"):
         roles(role, catalog)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import logging
 
-from gateway.logs import JsonLines, correlation, mask_pii
+from core.logs import JsonLines, correlation, mask_pii
 
 
 def record(message: str, *args, exc_info=None, **extra) -> logging.LogRecord:

@@ -15,7 +15,7 @@ from prometheus_client import REGISTRY
 from support import free_port
 
 from adapters.base import Outcome, OutcomeKind
-from gateway import metrics
+from core import metrics
 from gateway.ops import queries, queues
 
 REPO = Path(__file__).resolve().parents[2]
@@ -85,13 +85,13 @@ def test_the_scrape_reads_store_broker_and_breakers(client, make_key, example, f
 
 def test_counters_of_several_processes_add_up_in_multiprocess_mode(tmp_path):
     env = dict(os.environ, PROMETHEUS_MULTIPROC_DIR=str(tmp_path), PYTHONPATH=str(REPO))
-    bump = "from gateway import metrics; metrics.SUBMISSIONS.labels('svc', 'accepted').inc(); " \
+    bump = "from core import metrics; metrics.SUBMISSIONS.labels('svc', 'accepted').inc(); " \
            "metrics.AGENCY_CALL_SECONDS.labels('a', 'op', 'approved').observe(0.3)"
     for _ in range(3):  # three gunicorn workers, say
         subprocess.run([sys.executable, "-c", bump], env=env, check=True)
     read = textwrap.dedent("""
         from prometheus_client import generate_latest
-        from gateway import metrics
+        from core import metrics
         print(generate_latest(metrics.process_registry()).decode())
     """)
     text = subprocess.run([sys.executable, "-c", read], env=env, check=True, capture_output=True,

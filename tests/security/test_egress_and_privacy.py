@@ -73,7 +73,7 @@ def local_server():
 def test_the_rest_adapter_neither_follows_redirects_nor_leaves_its_hosts(local_server):
     from adapters.base import AgencyRequest
     from adapters.rest import RestAdapter
-    from gateway.domain.errors import AgencyError
+    from core.domain.errors import AgencyError
     agency = SimpleNamespace(id="a", endpoint=local_server, options={}, xroad=None, auth={"type": "none"},
                              concurrency=2, connect_timeout=2, read_timeout=2, total_timeout=60, idempotency_header="Idempotency-Key",
                              operations={"op": {"method": "GET", "path": "/x"}}, file="a.yaml", statuses={})

@@ -12,8 +12,8 @@ import pytest
 import requests
 from support import wait_until
 
+from core.settings import Settings
 from gateway.api import ratelimit
-from gateway.settings import Settings
 
 
 def limited(app, rate, burst):

@@ -5,8 +5,9 @@ from pathlib import Path
 
 import pytest
 
-from gateway.catalog import load_catalog, resolve_secret
-from gateway.domain.errors import ConfigError
+from core.domain.errors import ConfigError
+from core.model import resolve_secret
+from gateway.catalog import load_catalog
 
 REPO = Path(__file__).resolve().parents[2]
 

@@ -2,9 +2,9 @@
 
 import pytest
 
-from gateway.domain.dag import advance, check_dag
-from gateway.domain.errors import ConfigError
-from gateway.domain.status import RequestStatus as R
+from core.domain.dag import advance, check_dag
+from core.domain.errors import ConfigError
+from core.domain.status import RequestStatus as R
 
 BUSINESS = {"company": (), "tax": ("company",), "permit": ("company",), "social": ("tax", "permit")}
 

@@ -7,7 +7,7 @@ import uuid
 from hypothesis import given
 from hypothesis import strategies as st
 
-from gateway.domain import ids
+from core.domain import ids
 
 
 def test_an_id_is_a_version_7_uuid_of_now():

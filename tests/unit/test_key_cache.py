@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 
+from core.settings import Settings
 from gateway import clients
 from gateway.api.keycache import KeyCache
-from gateway.settings import Settings
 
 
 class Clock:

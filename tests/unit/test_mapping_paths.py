@@ -9,8 +9,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from gateway.domain.errors import ConfigError, MappingError
-from gateway.domain.mapping import FieldPath, apply_mapping, compile_expression, compile_mapping
+from core.domain.errors import ConfigError, MappingError
+from core.domain.mapping import FieldPath, apply_mapping, compile_expression, compile_mapping
 
 KEYS = ["a", "b", "data", "name", "_x", "x1", "length", "true", "null"]
 

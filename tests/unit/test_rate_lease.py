@@ -10,8 +10,8 @@ import random
 
 import pytest
 
+from core.settings import Settings
 from gateway.api import ratelimit
-from gateway.settings import Settings
 from gateway.store import make_engine
 from gateway.store.migrations import upgrade
 

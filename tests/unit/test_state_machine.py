@@ -2,9 +2,9 @@
 
 import pytest
 
-from gateway.domain.status import ApplicationStatus as A
-from gateway.domain.status import RequestStatus as R
-from gateway.domain.status import can_transition, combined_status
+from core.domain.status import ApplicationStatus as A
+from core.domain.status import RequestStatus as R
+from core.domain.status import can_transition, combined_status
 
 
 @pytest.mark.parametrize("current,new", [

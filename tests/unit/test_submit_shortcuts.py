@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import pytest
 
-from gateway import metrics
+from core import metrics
 
 
 @pytest.mark.parametrize("query", ["q=%00", "a=1&b=x%00y", "%00=1", "k=%2500%00"])

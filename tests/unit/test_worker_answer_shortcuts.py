@@ -14,8 +14,8 @@ from adapters.answers import map_answer
 from adapters.base import OutcomeKind
 from adapters.rest import _PAYLOAD_ENCODER, render_path
 from broker import messages
-from gateway.catalog import Agency
-from gateway.domain.errors import PermanentAgencyError
+from core.domain.errors import PermanentAgencyError
+from core.model import Agency
 
 
 def _datetime_iso(seconds: float) -> str:
