@@ -8,6 +8,7 @@ FROM python:3.11-slim AS build
 WORKDIR /src
 RUN pip install --no-cache-dir --upgrade pip wheel
 COPY pyproject.toml setup.cfg README.md ./
+COPY core core
 COPY gateway gateway
 COPY adapters adapters
 COPY broker broker
