@@ -22,8 +22,7 @@ import logging
 import os
 from typing import Any
 
-from prometheus_client import CollectorRegistry, Counter, Histogram, start_http_server
-from prometheus_client import multiprocess as _multiprocess
+from prometheus_client import CollectorRegistry, Counter, Histogram, multiprocess, start_http_server
 
 log = logging.getLogger("satupintu.metrics")
 calls_log = logging.getLogger("satupintu.calls")  # one INFO line per agency call, with the message's ids
@@ -72,7 +71,7 @@ def process_registry() -> CollectorRegistry:
     """The registry of this role's own counters: the files of every process in multiprocess mode."""
     if multiprocess_dir():
         registry = CollectorRegistry()
-        _multiprocess.MultiProcessCollector(registry)
+        multiprocess.MultiProcessCollector(registry)
         return registry
     from prometheus_client import REGISTRY
     return REGISTRY
