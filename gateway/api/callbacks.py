@@ -45,7 +45,12 @@ def callback(agency_id: str) -> Response:
     except ConfigError:
         raise Problem(503, "Service Unavailable", "callbacks of this agency are not configured") from None
     raw = raw_body()
-    problem = signatures.verify(secret, raw, header) if header else "the X-Satupintu-Signature header is missing"
+    if not header:
+        raise Problem(401, "Unauthorized", "the X-Satupintu-Signature header is missing", type=TYPES + "bad-signature")
+    try:
+        problem = signatures.verify(secret, raw, header)
+    except signatures.MalformedSignature as exc:
+        raise Problem(400, "Bad Request", str(exc), type=TYPES + "bad-signature") from None
     if problem:
         raise Problem(401, "Unauthorized", problem, type=TYPES + "bad-signature")
     body = json_body()
@@ -70,12 +75,14 @@ def callback(agency_id: str) -> Response:
             raise Problem(404, "Not found", f"agency {agency.id} has no request {body['request_id'][:64]!r}",
                           type=TYPES + "not-found")
         moment = records.now()
-        # Each signature is accepted once; old entries are pruned after the tolerance window.
+        # Each signature is accepted once, keyed on what it signed (agency, t, MAC) rather than
+        # on the header's spelling; old entries are pruned after the tolerance window.
         conn.execute(delete(t.callback_signatures).where(
             t.callback_signatures.c.seen_at < moment - dt.timedelta(seconds=2 * signatures.TOLERANCE)))
         try:
             with conn.begin_nested():
-                conn.execute(insert(t.callback_signatures).values(signature=header[:128], agency=agency.id,
+                conn.execute(insert(t.callback_signatures).values(
+                    signature=signatures.replay_key(agency.id, secret, raw, header), agency=agency.id,
                                                                   seen_at=moment))
         except IntegrityError:
             raise Problem(409, "Conflict", "this signature was used before (replay)", type=TYPES + "replay") from None
