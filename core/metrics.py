@@ -18,11 +18,16 @@ Circuit-breaker states are not counted here: workers write them to snapshot file
 
 from __future__ import annotations
 
+import hmac
 import logging
 import os
+import threading
 from typing import Any
+from wsgiref.simple_server import WSGIRequestHandler, make_server
 
-from prometheus_client import CollectorRegistry, Counter, Histogram, multiprocess, start_http_server
+from prometheus_client import CollectorRegistry, Counter, Histogram, make_wsgi_app, multiprocess
+
+from .settings import Settings
 
 log = logging.getLogger("satupintu.metrics")
 calls_log = logging.getLogger("satupintu.calls")  # one INFO line per agency call, with the message's ids
@@ -77,15 +82,51 @@ def process_registry() -> CollectorRegistry:
     return REGISTRY
 
 
-def expose(role: str) -> int | None:
-    """Serve this process's ``/metrics`` on ``SATUPINTU_METRICS_PORT`` when it is set; the port or None."""
-    port = os.environ.get("SATUPINTU_METRICS_PORT")
-    if not port:
+def scrape_allowed(authorization: str, token: str) -> bool:
+    """True when ``authorization`` is ``Bearer <token>`` and a token is configured."""
+    scheme, _, given = authorization.partition(" ")
+    return bool(token) and scheme.lower() == "bearer" and hmac.compare_digest(given.strip().encode(), token.encode())
+
+
+def expose(role: str, settings: Settings | None = None) -> int | None:
+    """Serve this process's ``/metrics`` on ``SATUPINTU_METRICS_PORT`` when it is set; the port or None.
+
+    Port 0 takes a free port and returns it.  A role holds no database, so it cannot check
+    an ``ops`` key: its ``/metrics`` answers the scrape token (``SATUPINTU_METRICS_TOKEN``)
+    only (without one configured, nobody; a warning says so).  ``/healthz`` answers anyone:
+    the container's health check asks there.
+    """
+    settings = settings or Settings.from_env()
+    if not settings.metrics_port:
         return None
-    addr = os.environ.get("SATUPINTU_METRICS_ADDR", "127.0.0.1")
-    start_http_server(int(port), addr=addr, registry=process_registry())
-    log.info("%s metrics at http://%s:%s/metrics", role, addr, port)
-    return int(port)
+    if not settings.metrics_token:
+        log.warning("%s metrics refused to every scraper: set SATUPINTU_METRICS_TOKEN, the bearer token "
+                    "scrapers send", role)
+    metrics_app = make_wsgi_app(process_registry())
+    token = settings.metrics_token
+
+    def guarded(environ: dict[str, Any], start_response: Any) -> Any:
+        if environ.get("PATH_INFO") == "/healthz":
+            start_response("200 OK", [("Content-Type", "text/plain")])
+            return [b"ok\n"]
+        if not scrape_allowed(environ.get("HTTP_AUTHORIZATION", ""), token):
+            start_response("401 Unauthorized", [("Content-Type", "text/plain"),
+                                                ("WWW-Authenticate", 'Bearer realm="satupintu-metrics"')])
+            return [b"send Authorization: Bearer <SATUPINTU_METRICS_TOKEN>\n"]
+        return metrics_app(environ, start_response)
+
+    server = make_server(settings.metrics_addr, int(settings.metrics_port), guarded, handler_class=_QuietHandler)
+    threading.Thread(target=server.serve_forever, name=f"{role}-metrics", daemon=True).start()
+    port = server.server_port
+    log.info("%s metrics at http://%s:%s/metrics", role, settings.metrics_addr, port)
+    return port
+
+
+class _QuietHandler(WSGIRequestHandler):
+    """wsgiref's handler without a log line per scrape on stderr."""
+
+    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002
+        pass
 
 
 # Children of AGENCY_CALL_SECONDS by (agency, operation, outcome label): ``labels()`` takes the

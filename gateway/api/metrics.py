@@ -6,7 +6,8 @@ depths and the tracker's backlog from the broker (cached a few seconds).  The ga
 own counters (submissions) live in prometheus-client's multiprocess files when
 ``PROMETHEUS_MULTIPROC_DIR`` is set (``satupintu serve`` sets it), so any worker's
 answer adds up all of them.  Workers, relays and trackers serve their own counters on
-``SATUPINTU_METRICS_PORT`` (see ``gateway/metrics.py`` and docs/operations.md).
+``SATUPINTU_METRICS_PORT`` (see ``core/metrics.py`` and docs/operations.md).  Every scrape
+needs a bearer credential: an ``ops`` key or the scrape token ``SATUPINTU_METRICS_TOKEN``.
 """
 
 from __future__ import annotations
@@ -23,7 +24,8 @@ from core import metrics as process_metrics
 
 from ..store import records
 from ..store import tables as t
-from .context import ctx
+from .context import authenticate, ctx
+from .problems import TYPES, Problem
 
 bp = Blueprint("metrics", __name__)
 
@@ -103,7 +105,12 @@ class BrokerCollector:
 
 @bp.get("/metrics")
 def metrics() -> Response:
+    """The scrape: for the scrape token (``SATUPINTU_METRICS_TOKEN``) or an ``ops`` key only."""
     c = ctx()
+    if not process_metrics.scrape_allowed(request.headers.get("Authorization", ""), c.settings.metrics_token):
+        client = authenticate(c)
+        if "ops" not in client.scopes:
+            raise Problem(403, "Forbidden", "/metrics needs an ops key or the scrape token", type=TYPES + "forbidden")
     registry = CollectorRegistry()
     registry.register(StoreCollector(c.engine))
     registry.register(BrokerCollector(c.settings, c.catalog))

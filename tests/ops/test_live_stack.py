@@ -44,7 +44,7 @@ def test_metrics_logs_and_top_on_a_live_stack(info_logs, stack, make_key, exampl
     # Whichever gunicorn worker answers the scrape, the submissions add up over both.
     pattern = re.compile(r'^satupintu_submissions_total\{outcome="(\w+)",service="business-startup"\} (\S+)$', re.M)
     for _ in range(6):
-        text = requests.get(stack.url + "/metrics", timeout=10).text
+        text = requests.get(stack.url + "/metrics", headers=auth, timeout=10).text
         counts = {outcome: float(n) for outcome, n in pattern.findall(text)}
         assert counts == {"accepted": 4.0, "invalid": 1.0}, text
         assert 'satupintu_applications{service="business-startup",status="completed"} 4.0' in text

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import subprocess
 import sys
@@ -12,10 +13,10 @@ from pathlib import Path
 import pytest
 import requests
 from prometheus_client import REGISTRY
-from support import free_port
 
 from adapters.base import Outcome, OutcomeKind
 from core import metrics
+from core.settings import Settings
 from gateway.ops import queries, queues
 
 REPO = Path(__file__).resolve().parents[2]
@@ -66,7 +67,7 @@ def test_submissions_are_counted_by_service_and_outcome(client, make_key, exampl
 def test_the_scrape_reads_store_broker_and_breakers(client, make_key, example, fake_broker):
     key = make_key("submit", "read")
     client.post("/v1/applications", json=example, headers={"Authorization": f"Bearer {key}"})
-    text = client.get("/metrics").get_data(as_text=True)
+    text = client.get("/metrics", headers={"Authorization": f"Bearer {make_key('ops')}"}).get_data(as_text=True)
     for line in ('satupintu_applications{service="business-startup",status="in_progress"} 1.0',
                  'satupintu_agency_queue_depth{agency="company-registry"} 7.0',
                  'satupintu_agency_queue_consumers{agency="company-registry"} 2.0',
@@ -100,18 +101,38 @@ def test_counters_of_several_processes_add_up_in_multiprocess_mode(tmp_path):
     assert 'satupintu_agency_call_duration_seconds_count{agency="a",operation="op",outcome="approved"} 3.0' in text
 
 
-def test_a_worker_serves_its_own_metrics_on_the_port_it_is_given(monkeypatch):
-    port = free_port()
-    monkeypatch.setenv("SATUPINTU_METRICS_PORT", str(port))
-    assert metrics.expose("worker") == port
+def test_a_worker_serves_its_own_metrics_to_the_scrape_token_only():
+    settings = Settings(metrics_port="0", metrics_token="scrape-token-for-tests")
+    port = metrics.expose("worker", settings)
+    assert port
     metrics.RETRIES.labels(f"agency-{uuid.uuid4().hex[:6]}").inc()
-    text = requests.get(f"http://127.0.0.1:{port}/metrics", timeout=5).text
+    url = f"http://127.0.0.1:{port}/metrics"
+    assert requests.get(url, timeout=5).status_code == 401
+    assert requests.get(url, headers={"Authorization": "Bearer not-the-token"}, timeout=5).status_code == 401
+    text = requests.get(url, headers={"Authorization": "Bearer scrape-token-for-tests"}, timeout=5).text
     assert "satupintu_retries_total" in text
 
 
-def test_without_a_port_nothing_is_served(monkeypatch):
-    monkeypatch.delenv("SATUPINTU_METRICS_PORT", raising=False)
-    assert metrics.expose("relay") is None
+def test_a_role_without_a_scrape_token_refuses_every_scrape_but_answers_health(caplog):
+    port = metrics.expose("tracker", Settings(metrics_port="0"))
+    assert "SATUPINTU_METRICS_TOKEN" in caplog.text
+    assert requests.get(f"http://127.0.0.1:{port}/metrics", headers={"Authorization": "Bearer "},
+                        timeout=5).status_code == 401
+    assert requests.get(f"http://127.0.0.1:{port}/healthz", timeout=5).status_code == 200
+
+
+def test_the_gateway_scrape_needs_the_token_or_an_ops_key(app, client, make_key):
+    assert client.get("/metrics").status_code == 401
+    assert client.get("/metrics", headers={"Authorization": f"Bearer {make_key('submit', 'read')}"}).status_code == 403
+    assert client.get("/metrics", headers={"Authorization": "Bearer wrong-token"}).status_code == 401
+    assert client.get("/metrics", headers={"Authorization": f"Bearer {make_key('ops')}"}).status_code == 200
+    ctx = app.extensions["satupintu"]
+    ctx.settings = dataclasses.replace(ctx.settings, metrics_token="scrape-token-for-tests")
+    assert client.get("/metrics", headers={"Authorization": "Bearer scrape-token-for-tests"}).status_code == 200
+
+
+def test_without_a_port_nothing_is_served():
+    assert metrics.expose("relay", Settings(metrics_token="t")) is None
 
 
 @pytest.mark.parametrize(("code", "outcome"), [(202, "accepted"), (422, "invalid"), (409, "conflict"),

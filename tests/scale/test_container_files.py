@@ -257,7 +257,8 @@ def test_the_gateway_runs_under_gunicorn_as_the_compose_file_starts_it(env, engi
     health check passes against it."""
     bind = f"127.0.0.1:{free_port()}"
     process_env = {**os.environ, **env, "SATUPINTU_BIND": bind, "SATUPINTU_WEB_WORKERS": "1",
-                   "PROMETHEUS_MULTIPROC_DIR": str(tmp_path / "metrics")}
+                   "PROMETHEUS_MULTIPROC_DIR": str(tmp_path / "metrics"),
+                   "SATUPINTU_METRICS_TOKEN": "scrape-token-for-tests"}
     process_env.pop("SATUPINTU_HEALTH_URL", None)
     entry = compose()["x-gateway"]["entrypoint"]
     argv = [str(Path(sys.executable).parent / "gunicorn"), "-c", str(REPO / "gunicorn.conf.py"), *entry[3:]]
@@ -273,7 +274,9 @@ def test_the_gateway_runs_under_gunicorn_as_the_compose_file_starts_it(env, engi
             except requests.RequestException:
                 return False
         wait_until(ready, 30, message="the gateway under gunicorn")
-        assert requests.get(f"http://{bind}/metrics", timeout=5).ok
+        assert requests.get(f"http://{bind}/metrics", timeout=5).status_code == 401
+        assert requests.get(f"http://{bind}/metrics", headers={"Authorization": "Bearer scrape-token-for-tests"},
+                            timeout=5).ok
         health = next(args for word, args in stages()[-1] if word == "HEALTHCHECK")
         command = exec_form(health.split("CMD", 1)[1])
         assert command[0] == "python"
