@@ -32,8 +32,7 @@ RESPONSE_SCHEMA: dict[str, Any] = {
 
 @functools.lru_cache(maxsize=1024)
 def compile_expression(expression: str) -> Any:
-    """A compiled JMESPath expression (the domain's ``FieldPath`` where it is only fields:
-    JMESPath's tree walk cost ~10 % of a worker's CPU per answer); a bad one is a ``ConfigError``."""
+    """A compiled JMESPath expression, made once per expression; a bad one is a ``ConfigError``."""
     try:
         return _compile(expression)
     except JMESPathError as exc:
