@@ -25,6 +25,8 @@ from core.domain.errors import ConfigError
 from core.domain.mapping import compile_mapping
 from core.model import Agency, Catalog, Service, Step
 
+from .mapping_check import before, mapping_problems
+
 _VAR = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
 
 
@@ -172,6 +174,13 @@ def _load_service(path: Path, validator: jsonschema.protocols.Validator, agencie
     except ConfigError as exc:
         problems.append(str(exc))
         order = list(steps)
+    else:
+        after = {n: s.after for n, s in steps.items()}
+        for name, step in steps.items():
+            earlier = before(name, after)
+            for field_name, expression in step.request.items():
+                problems.extend(f"{file}: steps.{name}.request.{field_name}: {problem}" for problem in
+                                mapping_problems(name, expression, schema=input_schema, earlier=earlier))
     if problems:
         raise ConfigError("\n".join(problems))
     sla = doc.get("sla", {})
