@@ -111,6 +111,20 @@ def next_changes(service: Service, app: Any, requests: list[Any]) -> list[tuple[
     return out
 
 
+def event_detail(service: Service, step: str, reason: str | None, payload: dict[str, Any] | None) -> dict[str, Any]:
+    """The detail of a step's status event: the reason, and which mapped fields came out null.
+
+    A field whose expression finds nothing is left out of the agency's request (DESIGN §4);
+    the history says so, so "why did the agency not get the phone number" has an answer.
+    """
+    detail: dict[str, Any] = {"reason": reason} if reason else {}
+    if payload is not None:
+        left_out = [name for name in service.steps[step].compiled if name not in payload]
+        if left_out:
+            detail["left_out"] = left_out
+    return detail
+
+
 # Built once; the columns to set come from the parameters.
 
 
@@ -135,7 +149,7 @@ def release_ready_steps(conn: Connection, service: Service, app: Any, requests: 
                 write(request, values)
             records.add_event(conn, application_id=app.id, request_id=request.id, step=request.step,
                               type="status", status=new.value, cause=cause,
-                              detail={"reason": reason} if reason else {})
+                              detail=event_detail(service, request.step, reason, payload))
             if new is RequestStatus.QUEUED:
                 dispatch(conn, app=app, request=request, payload=payload)
         if write is None:
