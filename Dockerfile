@@ -9,6 +9,7 @@ WORKDIR /src
 RUN pip install --no-cache-dir --upgrade pip wheel
 COPY pyproject.toml setup.cfg README.md ./
 COPY core core
+COPY satupintu satupintu
 COPY gateway gateway
 COPY adapters adapters
 COPY broker broker
