@@ -16,9 +16,9 @@ from jmespath.exceptions import JMESPathError
 
 from core.domain.errors import ConfigError, PermanentAgencyError
 from core.domain.mapping import compile_expression as _compile
+from core.masking import raw_excerpt
 
 from .base import Outcome, OutcomeKind
-from .masking import raw_excerpt
 
 RESPONSE_KEYS = ("reference", "status", "reason", "output")
 

@@ -22,7 +22,7 @@ from typing import Any
 from lxml import etree
 from zeep import Plugin
 
-from .masking import PERSONAL_FIELDS, mask_niks
+from core.masking import PERSONAL_FIELDS, mask_nik
 
 SOAP_LOGGER = logging.getLogger("satupintu.soap")
 _local = threading.local()
@@ -35,7 +35,7 @@ def masked_envelope(envelope: etree._Element, names: Iterable[str] = PERSONAL_FI
     for element in clone.iter():
         if isinstance(element.tag, str) and etree.QName(element).localname.lower() in wanted and element.text:
             element.text = "***"
-    return mask_niks(etree.tostring(clone, encoding="unicode"))
+    return mask_nik(etree.tostring(clone, encoding="unicode"))
 
 
 class MaskingLogger(Plugin):

@@ -26,13 +26,13 @@ from core.domain.errors import (
     TransientAgencyError,
     UnsupportedOperation,
 )
+from core.masking import raw_excerpt
 
 from . import xroad as xroad_protocol
 from .answers import RESPONSE_SCHEMA, map_answer, response_problems
 from .auth import auth_problems, requests_auth, tls_settings
 from .base import Adapter, AgencyRequest, Outcome, OutcomeKind
 from .egress import policy_for_agency
-from .masking import raw_excerpt
 from .rest_transport import (
     DEFAULT_HEADERS,
     Answer,

@@ -22,13 +22,13 @@ from core.domain.errors import (
     PermanentAgencyError,
     UnsupportedOperation,
 )
+from core.masking import PERSONAL_FIELDS
 
 from . import xroad as xroad_protocol
 from .answers import RESPONSE_SCHEMA, jsonable, map_answer, response_problems
 from .auth import AUTH_FIELDS, auth_problems, configure_tls, requests_auth, wsse_token
 from .base import Adapter, AgencyRequest, Outcome, OutcomeKind
 from .egress import policy_for_agency
-from .masking import PERSONAL_FIELDS
 from .plugins import AnswerCapture, HeaderAdder, MaskingLogger, call_headers
 from .rest import DEFAULT_MAX_ANSWER_BYTES
 from .soap_client import (

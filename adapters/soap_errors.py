@@ -21,10 +21,10 @@ from core.domain.errors import (
     PermanentAgencyError,
     TransientAgencyError,
 )
+from core.masking import raw_excerpt
 
 from . import xroad as xroad_protocol
 from .base import Outcome, OutcomeKind
-from .masking import raw_excerpt
 from .soap_client import AnswerDeadline, AnswerTooLarge, HostNotAllowed
 
 FAULT_ACTIONS = ("rejected", "transient", "permanent", "not_found")

@@ -22,8 +22,7 @@ from core.domain.errors import (
     PermanentAgencyError,
     TransientAgencyError,
 )
-
-from .masking import raw_excerpt
+from core.masking import raw_excerpt
 
 XROAD_NS = "http://x-road.eu/xsd/xroad.xsd"
 ID_NS = "http://x-road.eu/xsd/identifiers"

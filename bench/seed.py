@@ -15,7 +15,7 @@ from typing import Any
 from sqlalchemy import Engine, insert, select
 
 from core.domain.ids import uuid7_hex
-from gateway.ops.masking import nik_hashes
+from core.masking import nik_hashes
 from gateway.store import tables as t
 
 

@@ -25,6 +25,7 @@ held around each call by ``broker.limits.AgencyLimits``.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import threading
@@ -40,6 +41,7 @@ from core.domain.errors import (
     UnsupportedOperation,
 )
 from core.logs import correlation
+from core.masking import mask_free_text, personal_values
 from core.model import Agency, Catalog
 
 from . import messages
@@ -335,6 +337,10 @@ class Worker:
                headers: dict[str, Any], attempt: int, outcome: Outcome, call: dict[str, Any]) -> None:
         """Publish what the call led to; ``call`` (when it started, how long it took) goes into
         the outcome and retry events, where operators read the agency's latency."""
+        if outcome.reason or outcome.raw:  # the agency's free text: masked before the broker or a log keeps it
+            personal = personal_values(body.get("payload"))
+            outcome = dataclasses.replace(outcome, reason=mask_free_text(outcome.reason, personal),
+                                          raw=mask_free_text(outcome.raw, personal))
         plan = self.plans[agency.id]
         if outcome.kind.is_failure:
             if kind == "cancel":

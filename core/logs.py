@@ -1,7 +1,8 @@
 """Logging as JSON lines: time, level, process role, logger, message and any ids passed in ``extra``.
 
-Personal data never reaches a log line: every 16-digit NIK is masked to its first and
-last four digits (``3171********0123``) in the whole line, message, ids and tracebacks.
+Personal data never reaches a log line: the handler ``configure`` installs masks every
+record (``core.masking.PersonalDataFilter``: NIKs, e-mail addresses, in the message and
+the traceback) before it is formatted.
 """
 
 from __future__ import annotations
@@ -9,19 +10,12 @@ from __future__ import annotations
 import json
 import logging
 import os
-import re
 import sys
+import time
 from typing import Any
 
-_IDS = ("application_id", "request_id", "agency", "traceparent", "step")
-
-# A 16-digit NIK not part of a longer number (ids and hashes are hex, so rarely match).
-_NIK = re.compile(r"(?<![0-9A-Za-z])(\d{4})\d{8}(\d{4})(?![0-9A-Za-z])")
-
-
-def mask_pii(text: str) -> str:
-    """``3171012345670123`` → ``3171********0123`` everywhere in ``text``."""
-    return _NIK.sub(lambda m: m.group(1) + "********" + m.group(2), text)
+from .masking import LOG_IDS, PersonalDataFilter
+from .settings import Settings
 
 
 def correlation(body: dict[str, Any] | None, headers: dict[str, Any] | None = None) -> dict[str, Any]:
@@ -34,6 +28,10 @@ def correlation(body: dict[str, Any] | None, headers: dict[str, Any] | None = No
 
 
 class JsonLines(logging.Formatter):
+    """One JSON object a line, times in UTC."""
+
+    converter = time.gmtime
+
     def __init__(self, role: str):
         super().__init__()
         self.role = role
@@ -47,21 +45,29 @@ class JsonLines(logging.Formatter):
             "logger": record.name,
             "message": record.getMessage(),
         }
-        for key in _IDS:
+        for key in LOG_IDS:
             if hasattr(record, key):
                 line[key] = getattr(record, key)
-        if record.exc_info:
-            line["error"] = self.formatException(record.exc_info)
-        return mask_pii(json.dumps(line, ensure_ascii=False, default=str))
+        if record.exc_info and not record.exc_text:
+            record.exc_text = self.formatException(record.exc_info)
+        if record.exc_text:
+            line["error"] = record.exc_text
+        return json.dumps(line, ensure_ascii=False, default=str)
+
+
+def handler(role: str, stream: Any = None) -> logging.Handler:
+    """A handler writing masked JSON lines to ``stream`` (standard error by default)."""
+    out = logging.StreamHandler(stream or sys.stderr)
+    out.addFilter(PersonalDataFilter())
+    out.setFormatter(JsonLines(role))
+    return out
 
 
 def configure(role: str, level: str | None = None) -> None:
-    import time
-    logging.Formatter.converter = time.gmtime
-    handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(JsonLines(role))
+    """Every record of this process as a masked JSON line on standard error, at ``level``
+    (default ``Settings.log_level``)."""
     root = logging.getLogger()
-    root.handlers[:] = [handler]
-    root.setLevel((level or os.environ.get("SATUPINTU_LOG_LEVEL", "INFO")).upper())
+    root.handlers[:] = [handler(role)]
+    root.setLevel((level or Settings.from_env().log_level).upper())
     logging.getLogger("pika").setLevel(logging.WARNING)
     logging.getLogger("werkzeug").setLevel(logging.WARNING)

@@ -17,11 +17,11 @@ from sqlalchemy.exc import IntegrityError
 from core.domain.errors import Conflict, NotFound, ValidationFailed
 from core.domain.ids import uuid7_hexes
 from core.domain.status import ApplicationStatus, RequestStatus, combined_status
+from core.masking import mask_free_text, nik_hashes, pii_values
 from core.model import Catalog, Service
 
 from . import notifier
 from .clients import Client
-from .ops.masking import nik_hashes
 from .quick_schema import quick_check
 from .store import records
 from .store import tables as t
@@ -144,7 +144,8 @@ class _NewApplication:
         app = SimpleNamespace(
             id="app_" + ids.uuid(), client_id=client.id, service=service.id,
             service_version=str(service.version), status=ApplicationStatus.IN_PROGRESS.value,
-            reference=body.get("reference"), data=body["data"], idempotency_key=idempotency_key,
+            reference=mask_free_text(body.get("reference"), pii_values(body["data"], service.input_schema)),
+            data=body["data"], idempotency_key=idempotency_key,
             request_hash=digest, cancel_requested=False, created_at=moment, updated_at=moment,
             due_at=_due_at(service, moment))
         requests = [SimpleNamespace(id="req_" + ids.uuid(), application_id=app.id, step=name, agency=step.agency,
@@ -154,7 +155,7 @@ class _NewApplication:
         history = _History(app.id, ids)
         history.add(type="submitted", status=app.status, cause=f"client {client.name}",
                     detail={"service": service.id, "version": str(service.version),
-                            "reference": body.get("reference")})
+                            "reference": app.reference})
         messages = []
         while changes := next_changes(service, app, requests):
             for request, new, reason, payload in changes:

@@ -392,10 +392,13 @@ def cmd_db_upgrade(_args: argparse.Namespace) -> int:
 def cmd_db_rehash_niks(_args: argparse.Namespace) -> int:
     """Rebuild ``application_niks`` with the current ``SATUPINTU_NIK_HASH_KEY``, in batches:
     after the key changed, and after a rolling upgrade (see docs/operations.md)."""
-    from .ops.masking import nik_hashes
+    from core.masking import nik_hashes
+
     from .store import nik_index
-    engine = _engine(_settings())
-    done = nik_index.rebuild(engine, nik_hashes, progress=lambda n: _progress_count(n, "applications rehashed"))
+    settings = _settings()
+    engine = _engine(settings)
+    done = nik_index.rebuild(engine, lambda data: nik_hashes(data, settings.nik_hash_key),
+                             progress=lambda n: _progress_count(n, "applications rehashed"))
     if done and sys.stderr.isatty():
         sys.stderr.write("\n")
     print(f"rehashed the NIKs of {done} application(s)")

@@ -30,6 +30,7 @@ from core.domain.status import (
     combined_status,
 )
 from core.logs import correlation
+from core.masking import mask_free_text, pii_values
 from core.model import Catalog, Service
 
 from . import notifier
@@ -93,6 +94,8 @@ def apply_event(conn: Connection, catalog: Catalog, event: dict[str, Any]) -> bo
                     extra=correlation(event))
         return False
     kind = event["type"]
+    if event.get("reason"):  # the agency's free text: masked before the history and the request keep it
+        event = dict(event, reason=mask_free_text(event["reason"], _personal_values(catalog, app)))
     current = RequestStatus(request.status)
     new = RequestStatus(event["status"]) if kind in _STATUS_EVENTS and event.get("status") else None
     changed = new is not None and can_transition(current, new)
@@ -181,6 +184,9 @@ def record_dead_letter(conn: Connection, catalog: Catalog, body: dict[str, Any],
     reason = reason or "dead-lettered"
     if isinstance(reason, bytes):
         reason = reason.decode(errors="replace")
+    app = records.application_row(conn, body.get("application_id", ""))
+    personal = _personal_values(catalog, app) if app is not None else set()
+    reason = mask_free_text(reason, personal)
     attempts = int(headers.get("x-attempt", 1))
     conn.execute(insert(t.dead_letters).values(
         message_id=message_id, request_id=body.get("request_id", ""), application_id=body.get("application_id", ""),
@@ -190,10 +196,17 @@ def record_dead_letter(conn: Connection, catalog: Catalog, body: dict[str, Any],
     event = {
         "event_id": f"dead-{message_id}", "type": "failed", "status": RequestStatus.FAILED.value,
         "request_id": body["request_id"], "application_id": body["application_id"], "attempt": attempts,
-        "reason": reason, "detail": {"dead_letter": True, "raw_answer": headers.get("x-raw-answer")},
+        "reason": reason,
+        "detail": {"dead_letter": True, "raw_answer": mask_free_text(headers.get("x-raw-answer"), personal)},
         "cause": "dead letter", "occurred_at": None,
     }
     apply_event(conn, catalog, event)
+
+
+def _personal_values(catalog: Catalog, app: Any) -> set[str]:
+    """The application's ``x-pii`` values, to find them in an agency's free text."""
+    service = catalog.services.get(app.service)
+    return pii_values(app.data, service.input_schema if service else None)
 
 
 def _parse_time(value: str | None) -> dt.datetime | None:

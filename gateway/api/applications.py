@@ -11,10 +11,10 @@ from typing import Any
 
 from flask import Blueprint, Request, Response, current_app, g, request, stream_with_context
 
+from core import masking
 from core.domain.status import ApplicationStatus
 
 from .. import applications as apps
-from .. import privacy
 from ..store import records
 from .context import ctx, current_client, require
 from .problems import TYPES, Problem
@@ -135,10 +135,10 @@ def _owned(conn: Any, app_id: str) -> Any:
 def _redacted(events: list[dict[str, Any]], app: Any) -> list[dict[str, Any]]:
     """Events with the applicant's personal values (``x-pii`` fields) masked wherever they appear."""
     service = ctx().catalog.services.get(app.service)
-    secrets = privacy.pii_values(app.data, service.input_schema) if service else set()
+    secrets = masking.pii_values(app.data, service.input_schema) if service else set()
     if not secrets:
         return events
-    return [{**e, "detail": privacy.redact(e["detail"], secrets), "cause": privacy.redact(e["cause"], secrets)}
+    return [{**e, "detail": masking.redact(e["detail"], secrets), "cause": masking.redact(e["cause"], secrets)}
             for e in events]
 
 

@@ -15,6 +15,7 @@ from sqlalchemy.exc import IntegrityError
 
 from core.domain.errors import ConfigError
 from core.domain.ids import uuid7_hex
+from core.masking import mask_free_text, pii_values
 
 from .. import signatures
 from ..store import records
@@ -87,10 +88,12 @@ def callback(agency_id: str) -> Response:
         except IntegrityError:
             raise Problem(409, "Conflict", "this signature was used before (replay)", type=TYPES + "replay") from None
         app = records.application_row(conn, req.application_id)
+        service = c.catalog.services.get(app.service)  # the reason is masked before the outbox keeps it
+        reason = mask_free_text(body.get("reason"), pii_values(app.data, service.input_schema if service else None))
         event = {
             "event_id": uuid7_hex(), "type": "callback", "status": body["status"],
             "request_id": req.id, "application_id": req.application_id, "service": app.service,
-            "step": req.step, "agency": agency.id, "reference": body.get("reference"), "reason": body.get("reason"),
+            "step": req.step, "agency": agency.id, "reference": body.get("reference"), "reason": reason,
             "output": None, "attempt": None, "detail": {}, "origin": f"callback from {agency.id}",
             "occurred_at": records.iso(moment),
         }

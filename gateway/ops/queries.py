@@ -11,6 +11,7 @@ from typing import Any
 
 from sqlalchemy import Connection, func, or_, select
 
+from core import masking
 from core.domain.dag import check_dag
 from core.model import Catalog
 from core.settings import Settings
@@ -18,7 +19,7 @@ from core.settings import Settings
 from .. import dead_letters
 from ..store import records
 from ..store import tables as t
-from . import health, masking, queues
+from . import health, queues
 
 TERMINAL = ("completed", "rejected", "failed", "cancelled")
 
@@ -90,7 +91,8 @@ def _summary(app: Any, requests: list[Any], catalog: Catalog) -> dict[str, Any]:
     service = catalog.services.get(app.service)
     rank = {step: i for i, step in enumerate(service.order if service else ())}
     steps = sorted(requests, key=lambda r: (rank.get(r.step, len(rank)), r.step))
-    return {"id": app.id, "service": app.service, "status": app.status, "reference": app.reference,
+    return {"id": app.id, "service": app.service, "status": app.status,
+            "reference": masking.mask_free_text(app.reference),  # also of rows stored before it was masked
             "created_at": records.iso(app.created_at), "updated_at": records.iso(app.updated_at),
             "steps": [{"step": r.step, "agency": r.agency, "status": r.status, "attempts": r.attempts}
                       for r in steps]}
@@ -125,8 +127,9 @@ def application(conn: Connection, catalog: Catalog, app_id: str) -> dict[str, An
     doc = records.application_document(app, requests, order=service.order if service else ())
     doc["data"] = masking.mask(app.data)
     doc["client_id"] = app.client_id
+    doc["reference"] = masking.mask_free_text(doc["reference"])
     for r in doc["requests"]:
-        r["reason"] = masking.mask_text(r["reason"]) if r["reason"] else r["reason"]
+        r["reason"] = masking.mask_free_text(r["reason"])
     doc["timeline"] = timeline(conn, app)
     doc["dag"] = dag(service, {r.step: r for r in requests}) if service else {"nodes": [], "edges": []}
     doc["dead_letters"] = [dead_letter_document(d) for d in conn.execute(
@@ -139,7 +142,7 @@ def timeline(conn: Connection, app: Any) -> list[dict[str, Any]]:
     entries = []
     for e in records.history(conn, app.id):
         entries.append({**e, "lane": lane(e["type"], e["status"]), "origin": _ORIGIN.get(e["type"], ""),
-                        "cause": masking.mask_text(e["cause"]) if e["cause"] else e["cause"],
+                        "cause": masking.mask_free_text(e["cause"]),
                         "detail": masking.mask(e["detail"])})
     # When the relay published each dispatch message (the outbox rows of this application).
     created = health.since_value(conn, app.created_at if app.created_at.tzinfo
@@ -196,7 +199,7 @@ def dag(service: Any, requests: dict[str, Any]) -> dict[str, Any]:
 
 def dead_letter_document(row: Any) -> dict[str, Any]:
     doc = dead_letters.document(row)
-    doc["reason"] = masking.mask_text(doc["reason"] or "")
+    doc["reason"] = masking.mask_free_text(doc["reason"] or "")
     return doc
 
 
@@ -259,12 +262,12 @@ def search(conn: Connection, catalog: Catalog, q: str, *, limit: int = 50) -> di
     if not q:
         return {"query": "", "kind": None, "results": []}
     compact = masking.NIK_SEPARATORS.sub("", q)  # as the NIKs were written to application_niks
-    if masking.SEARCHABLE_NIK.fullmatch(compact):
+    if masking.NIK.fullmatch(compact):
         return {"query": masking.mask_nik(compact), "kind": "nik",
                 "results": _by_nik(conn, catalog, compact, limit=limit)}
     matched: dict[str, str] = {}
     for (app_id,) in conn.execute(select(t.applications.c.id).where(
-            or_(t.applications.c.id == q, t.applications.c.reference == q)).limit(limit)):
+            or_(t.applications.c.id == q, t.applications.c.reference == masking.mask_free_text(q))).limit(limit)):
         matched.setdefault(app_id, "id" if app_id == q else "reference")
     for app_id, agency_ref in conn.execute(select(t.requests.c.application_id, t.requests.c.agency_reference).where(
             or_(t.requests.c.id == q, t.requests.c.agency_reference == q)).limit(limit)):
@@ -274,7 +277,7 @@ def search(conn: Connection, catalog: Catalog, q: str, *, limit: int = 50) -> di
         for (app_id,) in conn.execute(select(t.applications.c.id).where(t.applications.c.id.startswith(q))
                                       .order_by(t.applications.c.id.desc()).limit(limit)):
             matched.setdefault(app_id, "id prefix")
-    return {"query": q, "kind": "text", "results": _with_match(conn, catalog, matched)}
+    return {"query": masking.mask_free_text(q), "kind": "text", "results": _with_match(conn, catalog, matched)}
 
 
 def _with_match(conn: Connection, catalog: Catalog, matched: dict[str, str]) -> list[dict[str, Any]]:

@@ -40,7 +40,7 @@ def _application_niks(conn: Connection) -> None:
 
 
 def _backfill_application_niks(engine: Engine) -> None:
-    from ..ops.masking import nik_hashes  # pure functions; the same hash the gateway writes
+    from core.masking import nik_hashes  # pure functions; the same hash the gateway writes
     nik_index.rebuild(engine, nik_hashes)
 
 

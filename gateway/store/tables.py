@@ -167,7 +167,7 @@ rate_limits = Table(
     Column("allowed", Integer, nullable=False),  # tokens granted by the last statement (0 = refused)
 )
 
-# The keyed hashes (``ops/masking.nik_hashes``) of the NIKs in each application's data, so
+# The keyed hashes (``core/masking.nik_hashes``) of the NIKs in each application's data, so
 # that operators find an application by NIK with one indexed lookup and no plaintext NIK
 # stored or compared.  Written with the application at submission; filled for older
 # applications by migration 4 and rebuilt under a new key by ``satupintu db rehash-niks``.

@@ -9,7 +9,6 @@ import pytest
 from lxml import etree
 
 from adapters.base import OutcomeKind
-from adapters.masking import mask_text
 from adapters.plugins import MaskingLogger
 from adapters.rest import RestAdapter
 from adapters.soap import SoapAdapter
@@ -19,6 +18,7 @@ from core.domain.errors import (
     PermanentAgencyError,
     TransientAgencyError,
 )
+from core.masking import mask_answer as mask_text
 
 TNS = "urn:test:echo"
 WSDL = f"""<?xml version="1.0"?>

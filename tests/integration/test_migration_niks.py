@@ -9,9 +9,9 @@ import datetime as dt
 import pytest
 from sqlalchemy import event, insert, inspect, select
 
+from core import masking
 from core.domain.errors import StoreError
 from gateway import clients
-from gateway.ops import masking
 from gateway.store import make_engine, migrations, nik_index
 from gateway.store import tables as t
 

@@ -13,7 +13,7 @@ import requests
 from sqlalchemy import update
 
 from adapters.egress import EgressPolicy, EgressRefused, guard_session, policy_for_agency
-from gateway import privacy
+from core import masking as privacy
 from gateway.cli import main
 from gateway.store import tables as t
 
