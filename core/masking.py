@@ -86,7 +86,8 @@ def mask_free_text(text: str | None, personal_values: Iterable[str] = ()) -> str
     """
     if not text:
         return text
-    pattern = _values_pattern(personal_values)
+    lowered = text.lower()  # only the values present are compiled into a pattern: most texts hold none
+    pattern = _values_pattern(v for v in personal_values if v.lower() in lowered)
     if pattern is not None:
         text = pattern.sub(lambda m: mask_value(m.group(0)), text)
     return EMAIL.sub("***@***", mask_nik(text))
