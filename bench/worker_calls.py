@@ -5,7 +5,7 @@ RabbitMQ under a namespace of its own; the agencies are the tiny keep-alive HTTP
 ``bench.rest_call`` in another process, answering at once.  Each run pre-publishes ``-n``
 dispatch messages (as the relay would: the outbox's body and headers), starts a fresh
 worker in a thread and waits until every outcome event sits in the namespace's tracker
-queue.  The figure is the CPU of the worker's threads (ioloop and call pool, from
+queue.  The figure is the CPU of the worker's threads (ioloop and agency-call threads, from
 ``/proc/self/task/*/schedstat``; the measuring thread is left out) divided by the
 messages; the process's total is printed too.  ``--runs`` repeats; the median is the
 figure to compare.  The namespace's queues and exchanges are deleted at the end.
@@ -62,10 +62,14 @@ def _publish(channel, names, count: int) -> None:
 
 
 def _run_once(catalog, url: str, namespace: str, count: int, channel, names) -> tuple[float, float, float]:
+    import dataclasses
+
     from broker.worker import Worker
+    from core.settings import Settings
     channel.queue_purge(names.tracker)
     _publish(channel, names, count)
-    worker = Worker(catalog, amqp_urls=(url,), namespace=namespace, agencies=list(AGENCIES))
+    settings = dataclasses.replace(Settings.from_env(), amqp_urls=(url,), namespace=namespace)
+    worker = Worker(catalog, settings, agencies=list(AGENCIES))
     main = {threading.get_native_id()}
     cpu0, proc0, wall0 = _thread_cpu(main), time.process_time(), time.perf_counter()
     worker.start()

@@ -9,8 +9,9 @@ permanent error is an answer, so the agency is up.  While the breaker is not let
 call through the worker parks the message in a delay tier without spending an attempt.
 
 Breakers live in the worker process; ``states()`` returns this process's breakers merged
-with the snapshots other worker processes on this machine wrote (``SATUPINTU_STATE_DIR``,
-default ``var/state``), so metrics and ``/readyz`` in the gateway can show them.
+with the snapshots other worker processes on this machine wrote under the settings'
+``state_dir`` (``SATUPINTU_STATE_DIR``, default ``var/state``), so metrics and ``/readyz``
+in the gateway can show them.
 """
 
 from __future__ import annotations
@@ -55,19 +56,16 @@ class CircuitBreaker:
                 return HALF_OPEN  # the next allow() lets a probe through
             return self._state
 
-    def _allow(self) -> bool:
+    def allow(self) -> bool:
         """Whether a call may go to the agency now (in half-open: the one probe)."""
         with self._lock:
-            if self._state == CLOSED:
-                return True
-            if self._state == OPEN:
-                if self._clock() - self._opened_at < self.reset_after:
-                    return False
+            if self._state == OPEN and self._clock() - self._opened_at >= self.reset_after:
                 self._set(HALF_OPEN)
-            if self._probing:
-                return False
-            self._probing = True
-            return True
+            allowed = self._state == CLOSED or (self._state == HALF_OPEN and not self._probing)
+            if allowed and self._state == HALF_OPEN:
+                self._probing = True
+        self._report()
+        return allowed
 
     def retry_in(self) -> float:
         """Seconds until the breaker lets a probe through (0 when it would now)."""
@@ -76,15 +74,17 @@ class CircuitBreaker:
                 return 0.0
             return max(0.0, self.reset_after - (self._clock() - self._opened_at))
 
-    def _record_success(self) -> None:
+    def record_success(self) -> None:
+        """The agency answered (a decision, an acknowledgement or a permanent error)."""
         with self._lock:
             self._failures = 0
             self._probing = False
-            if self._state != CLOSED:
-                self._set(CLOSED)
+            self._set(CLOSED)
+        self._report()
 
-    def _record_failure(self) -> None:
-        """A transient failure: count it, and open when the threshold is reached (or the probe failed)."""
+    def record_failure(self) -> None:
+        """A transient failure: count it, and open when the threshold is reached (or the probe failed).
+        Failures of calls that were in flight when it opened change nothing."""
         with self._lock:
             self._failures += 1
             probe_failed = self._state == HALF_OPEN
@@ -92,23 +92,6 @@ class CircuitBreaker:
             if probe_failed or (self._state == CLOSED and self._failures >= self.failure_threshold):
                 self._opened_at = self._clock()
                 self._set(OPEN)
-            # Failures of calls that were in flight when it opened change nothing.
-
-    def allow(self) -> bool:
-        """Whether a call may go to the agency now (in half-open: the one probe)."""
-        try:
-            return self._allow()
-        finally:
-            self._report()
-
-    def record_success(self) -> None:
-        """The agency answered (a decision, an acknowledgement or a permanent error)."""
-        self._record_success()
-        self._report()
-
-    def record_failure(self) -> None:
-        """A transient failure: count it, and open when the threshold is reached (or the probe failed)."""
-        self._record_failure()
         self._report()
 
     def release(self) -> None:
@@ -140,38 +123,39 @@ _registry: dict[str, CircuitBreaker] = {}
 _registry_lock = threading.Lock()
 
 
-def state_dir() -> Path:
-    return Path(os.environ.get("SATUPINTU_STATE_DIR", "var/state")) / "breakers"
+def _snapshot_file(state_dir: str | Path) -> Path:
+    return Path(state_dir) / "breakers" / f"{socket.gethostname()}-{os.getpid()}.json"
 
 
-def _snapshot_file() -> Path:
-    return state_dir() / f"{socket.gethostname()}-{os.getpid()}.json"
+def _snapshot_writer(state_dir: str | Path) -> Callable[[str, str], None]:
+    """A change report that writes this process's breaker states where other local processes
+    (the gateway's metrics and ``/readyz``) read them."""
+    path = _snapshot_file(state_dir)
+
+    def write(_agency: str = "", _state: str = "") -> None:
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            tmp = path.with_suffix(".tmp")
+            tmp.write_text(json.dumps({"pid": os.getpid(), "host": socket.gethostname(), "at": time.time(),
+                                       "states": local_states()}))
+            tmp.replace(path)
+        except OSError as exc:
+            log.warning("cannot write breaker states to %s: %s", path, exc)
+    return write
 
 
-def _write_snapshot(_agency: str = "", _state: str = "") -> None:
-    """Write this process's breaker states where other local processes can read them."""
-    path = _snapshot_file()
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_suffix(".tmp")
-        tmp.write_text(json.dumps({"pid": os.getpid(), "host": socket.gethostname(), "at": time.time(),
-                                   "states": local_states()}))
-        tmp.replace(path)
-    except OSError as exc:
-        log.warning("cannot write breaker states to %s: %s", path, exc)
-
-
-def breaker_for(agency, *, snapshot: bool = False) -> CircuitBreaker:
-    """The breaker of ``agency`` in this process (created on first use)."""
+def breaker_for(agency, *, state_dir: str | Path | None = None) -> CircuitBreaker:
+    """The breaker of ``agency`` in this process (created on first use); with ``state_dir``
+    (``Settings.state_dir``) its changes are written there for the other local processes."""
+    report = _snapshot_writer(state_dir) if state_dir is not None else None
     with _registry_lock:
         breaker = _registry.get(agency.id)
         if breaker is None:
             breaker = CircuitBreaker(agency.id, failure_threshold=agency.failure_threshold,
-                                     reset_after=agency.reset_after,
-                                     on_change=_write_snapshot if snapshot else None)
+                                     reset_after=agency.reset_after, on_change=report)
             _registry[agency.id] = breaker
-    if snapshot:
-        _write_snapshot()
+    if report is not None:
+        report()
     return breaker
 
 
@@ -192,10 +176,13 @@ def _alive(pid: int) -> bool:
     return True
 
 
-def states() -> dict[str, str]:
-    """``{agency: "closed" | "open" | "half-open"}``: the worst state any live local worker reports."""
+def states(state_dir: str | Path | None = None) -> dict[str, str]:
+    """``{agency: "closed" | "open" | "half-open"}``: the worst state of this process's breakers
+    and, with ``state_dir``, of those any live local worker reported there."""
     merged = local_states()
-    folder = state_dir()
+    if state_dir is None:
+        return merged
+    folder = Path(state_dir) / "breakers"
     host = socket.gethostname()
     for path in folder.glob("*.json") if folder.is_dir() else ():
         try:

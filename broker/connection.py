@@ -1,9 +1,16 @@
-"""Opening pika connections: several URLs tried in turn, heartbeats, blocked-connection timeout."""
+"""Opening pika connections: several URLs tried in turn, heartbeats, blocked-connection timeout.
+
+Every way pika can fail to connect becomes ``BrokerUnavailable`` here, at the edge: not
+only ``AMQPConnectionError`` but also the connection workflow's own exceptions
+(``AMQPConnectorStackTimeout``, "Timeout during AMQP handshake", and
+``AMQPConnectionWorkflowFailed``), which derive from ``Exception`` and escape
+``BlockingConnection(...)`` as they are.  So every role retries them with backoff, and
+``/readyz`` answers 503 instead of 500.
+"""
 
 from __future__ import annotations
 
 import logging
-import os
 import random
 import threading
 import time
@@ -12,30 +19,31 @@ from typing import Any
 
 import pika
 import pika.exceptions
+from pika.adapters.utils.connection_workflow import AMQPConnectorException
 
 from core.domain.errors import BrokerUnavailable
+from core.settings import Settings
 
 log = logging.getLogger("satupintu.broker")
 
-# pika exceptions that mean "the connection or channel is gone; reconnect".
+# The heartbeat when a caller gives none: the settings' default (SATUPINTU_AMQP_HEARTBEAT).
+DEFAULT_HEARTBEAT = Settings.amqp_heartbeat
+
+# pika exceptions that mean "the connection or channel is gone (or never came); reconnect".
 CONNECTION_ERRORS: tuple[type[BaseException], ...] = (
-    pika.exceptions.AMQPConnectionError,
-    pika.exceptions.AMQPChannelError,
-    pika.exceptions.StreamLostError,
-    pika.exceptions.ConnectionClosedByBroker,
-    pika.exceptions.ChannelClosedByBroker,
-    ConnectionError,
-    OSError,
+    pika.exceptions.AMQPConnectionError,  # StreamLostError, ConnectionClosedByBroker, ...
+    pika.exceptions.AMQPChannelError,  # ChannelClosedByBroker, ChannelWrongStateError, ...
+    AMQPConnectorException,  # the connection workflow: stack and handshake timeouts, workflow failed
+    OSError,  # sockets: refused, reset, unreachable
 )
 
 
-def parameters(url: str, *, name: str) -> pika.URLParameters:
+def parameters(url: str, *, name: str, heartbeat: int = DEFAULT_HEARTBEAT) -> pika.URLParameters:
+    """pika's parameters for ``url``: heartbeats keep a half-dead TCP connection from hanging a
+    consumer for hours; the blocked timeout turns a broker's memory alarm into an error
+    instead of a silent stall.  Options in the URL's query (``?stack_timeout=5``) stay."""
     params = pika.URLParameters(url)
-    # Heartbeats keep a half-dead TCP connection from hanging a consumer for hours; the
-    # blocked timeout turns a broker's memory alarm into an error instead of a silent stall.
-    # SATUPINTU_AMQP_HEARTBEAT overrides the 30 s heartbeat (tests use 2 s to prove that
-    # long agency calls never starve it: they run off the connection's thread).
-    params.heartbeat = int(os.environ.get("SATUPINTU_AMQP_HEARTBEAT", "30"))
+    params.heartbeat = heartbeat
     params.blocked_connection_timeout = 60
     params.connection_attempts = 1
     params.socket_timeout = 5
@@ -43,26 +51,26 @@ def parameters(url: str, *, name: str) -> pika.URLParameters:
     return params
 
 
-def connect(urls: Sequence[str], *, name: str) -> pika.BlockingConnection:
-    """Connect to the first URL that answers (in random order, to spread clients over a cluster)."""
-    order = list(urls)
-    random.shuffle(order)
+def connect(urls: Sequence[str], *, name: str, heartbeat: int = DEFAULT_HEARTBEAT) -> pika.BlockingConnection:
+    """Connect to the first URL that answers (in random order, to spread clients over a cluster);
+    ``BrokerUnavailable`` when none does, for whatever reason."""
+    order = random.sample(list(urls), len(urls))
     last: BaseException | None = None
     for url in order:
         try:
-            return pika.BlockingConnection(parameters(url, name=name))
+            return pika.BlockingConnection(parameters(url, name=name, heartbeat=heartbeat))
         except CONNECTION_ERRORS as exc:
             last = exc
     raise BrokerUnavailable(f"no RabbitMQ answers at {', '.join(_safe(u) for u in urls)}: {last!r}") from last
 
 
-def connect_with_backoff(urls: Sequence[str], *, name: str, stopping=lambda: False,
-                         max_delay: float = 10.0) -> pika.BlockingConnection | None:
+def connect_with_backoff(urls: Sequence[str], *, name: str, stopping: Callable[[], bool] = lambda: False,
+                         heartbeat: int = DEFAULT_HEARTBEAT, max_delay: float = 10.0) -> pika.BlockingConnection | None:
     """Keep trying to connect, backing off up to ``max_delay``; None if ``stopping()`` turns true."""
     delay = 0.2
     while not stopping():
         try:
-            return connect(urls, name=name)
+            return connect(urls, name=name, heartbeat=heartbeat)
         except BrokerUnavailable as exc:
             log.warning("broker unavailable, retrying in %.1fs: %s", delay, exc)
             end = time.monotonic() + delay
@@ -83,12 +91,12 @@ class AsyncSession:
 
     role = "session"
 
-    def __init__(self, url: str):
+    def __init__(self, url: str, *, heartbeat: int = DEFAULT_HEARTBEAT):
         self.opened = False  # set by the subclass once it is doing its work
         self.closing = False
         self.error: BaseException | None = None
         self.connection = pika.SelectConnection(
-            parameters(url, name=f"satupintu-{self.role}"), on_open_callback=self._on_open,
+            parameters(url, name=f"satupintu-{self.role}", heartbeat=heartbeat), on_open_callback=self._on_open,
             on_open_error_callback=self._on_open_error, on_close_callback=self._on_close)
         self.ioloop = self.connection.ioloop
 
@@ -130,7 +138,8 @@ class AsyncSession:
 
 
 def run_sessions(urls: Sequence[str], *, role: str, stopping: threading.Event,
-                 declare: Callable[[Any], None], session: Callable[[str], Any]) -> None:
+                 declare: Callable[[Any], None], session: Callable[[str], Any],
+                 heartbeat: int = DEFAULT_HEARTBEAT) -> None:
     """Run one asynchronous session after another until ``stopping`` is set.
 
     Each round declares the topology on a short blocking connection (a handful of
@@ -145,7 +154,8 @@ def run_sessions(urls: Sequence[str], *, role: str, stopping: threading.Event,
     while not stopping.is_set():
         current = None
         try:
-            blocking = connect_with_backoff(urls, name=f"satupintu-{role}-declare", stopping=stopping.is_set)
+            blocking = connect_with_backoff(urls, name=f"satupintu-{role}-declare", stopping=stopping.is_set,
+                                            heartbeat=heartbeat)
             if blocking is None:
                 break
             try:

@@ -1,6 +1,6 @@
 """Per-agency limits on calls: how many at once, how many per second, and when not at all.
 
-- **In flight**: the agency's slots (``concurrency`` tokens, ``AgencyLimits.take_slot``)
+- **In flight**: the agency's slots (a semaphore of ``concurrency``, ``AgencyLimits.slots``)
   make ``limits.concurrency`` a hard bound on the calls of the whole process (calls of a
   previous connection may still be running after a reconnect).  The agency channel's prefetch is a little larger (``prefetch``): a
   delivery holds its prefetch slot until its outcome is confirmed and acked, and the
@@ -20,13 +20,10 @@
 
 from __future__ import annotations
 
-import contextlib
 import datetime as dt
-import functools
-import queue
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
@@ -70,29 +67,11 @@ class AgencyLimits:
 
     def __init__(self, agency: Any):
         self.agency = agency.id
-        # The agency's call slots, as tokens in a queue: a thread holds one for each call.  As a
-        # semaphore, but waiting, taking and handing one on happen in C: ``threading``'s
-        # semaphore is Python around a ``Condition``, whose lock every call thread of the
-        # agency takes twice per call, and a release wakes a waiter through a lock allocated
-        # for each wait.
-        self._slots: queue.SimpleQueue[bool] = queue.SimpleQueue()
-        for _ in range(agency.concurrency):
-            self._slots.put(True)
-        self.take_slot = self._slots.get
-        self.free_slot = functools.partial(self._slots.put, True)
+        # The agency's call slots: a call thread holds one for the length of each call.
+        self.slots = threading.BoundedSemaphore(agency.concurrency)
         self.rate = RateLimiter(agency.rate_per_second)
         self.windows = [parse_window(w, where=f"{agency.file}: maintenance[{i}]")
                         for i, w in enumerate(getattr(agency, "maintenance", ()) or ())]
-
-    @contextlib.contextmanager
-    def slot(self) -> Iterator[None]:
-        """Hold one of the agency's ``concurrency`` call slots (``take_slot()`` waits for one,
-        ``free_slot()`` gives it back: the same, without a generator, for the worker's hot path)."""
-        self.take_slot()
-        try:
-            yield
-        finally:
-            self.free_slot()
 
     def pace(self) -> None:
         """Wait for the next call the rate allows."""

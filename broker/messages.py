@@ -8,10 +8,8 @@ happened to it.  Errors cross the broker as data (type, message, agency, attempt
 from __future__ import annotations
 
 import datetime as dt
-import math
 import os
 import socket
-import time
 from typing import Any
 
 from adapters.base import AgencyRequest
@@ -34,40 +32,14 @@ def new_id() -> str:
     return uuid7_hex()
 
 
-# The last whole second formatted, ``(seconds, "2026-11-28T12:00:00")``: every event of that
-# second shares it, and only the microseconds are formatted per event (a ``datetime`` built
-# and ``isoformat``ted per event cost more than the rest of the timestamp's work).
-_second: tuple[int, str] = (0, "1970-01-01T00:00:00")
-
-
-def _iso(seconds: int, micros: int) -> str:
-    """As ``datetime.isoformat()`` of that UTC instant, with ``Z``: no fraction when ``micros`` is 0."""
-    global _second
-    cached = _second
-    if cached[0] != seconds:
-        cached = _second = (seconds, dt.datetime.fromtimestamp(seconds, dt.UTC).isoformat()[:19])
-    return f"{cached[1]}.{micros:06d}Z" if micros else f"{cached[1]}Z"
+def iso_time(seconds: float) -> str:
+    """A ``time.time()`` value as ISO 8601 UTC with ``Z``."""
+    return dt.datetime.fromtimestamp(seconds, dt.UTC).isoformat().replace("+00:00", "Z")
 
 
 def utcnow() -> str:
-    """Now as ISO 8601 UTC, exactly as ``datetime.now(UTC).isoformat()`` with ``Z`` (which
-    truncates to the microsecond, as ``// 1000`` does)."""
-    seconds, micros = divmod(time.time_ns() // 1000, 1_000_000)
-    return _iso(seconds, micros)
-
-
-def iso_time(seconds: float) -> str:
-    """A ``time.time()`` value as ISO 8601 UTC, as ``utcnow()`` writes it: the microseconds
-    rounded half to even, as ``datetime.fromtimestamp`` rounds them."""
-    fraction, whole = math.modf(seconds)
-    micros = round(fraction * 1e6)
-    if micros >= 1_000_000:
-        micros -= 1_000_000
-        whole += 1.0
-    elif micros < 0:
-        micros += 1_000_000
-        whole -= 1.0
-    return _iso(int(whole), micros)
+    """Now as ISO 8601 UTC with ``Z``."""
+    return dt.datetime.now(dt.UTC).isoformat().replace("+00:00", "Z")
 
 
 def agency_request(body: dict[str, Any], headers: dict[str, Any]) -> AgencyRequest:

@@ -125,14 +125,7 @@ def cmd_worker(args: argparse.Namespace) -> int:
     if unknown:
         print(f"unknown agency {unknown[0]!r}; known: {', '.join(sorted(catalog.agencies))}", file=sys.stderr)
         return 2
-    announce = os.environ.get("SATUPINTU_SENT_EVENT_AFTER", "1")
-    try:
-        announce_after = float(announce)
-    except ValueError:
-        print(f"SATUPINTU_SENT_EVENT_AFTER={announce!r}: expected seconds, e.g. 1 or 0.5", file=sys.stderr)
-        return 2
-    worker = Worker(catalog, amqp_urls=settings.amqp_urls, namespace=settings.namespace, agencies=args.agency,
-                    announce_after=announce_after)
+    worker = Worker(catalog, settings, agencies=args.agency)
     worker.start()
     return _run_until_signal(worker)
 

@@ -204,23 +204,23 @@ class _Session(AsyncSession):
                 return
             relay.published += len(confirmed)
         exchange = relay.names.exchange
-        with window.batch():  # the batch goes to the socket in one write
-            for i, row in enumerate(rows):
-                headers = row.headers
-                if row.id in reclaimed:
-                    # A relay that died may have published this row already: the worker looks
-                    # the request up at the agency before filing it.
-                    headers = dict(headers or {}, **{"x-maybe-sent": True})
-                body = row.body
-                message_id = body.get("message_id") or body.get("event_id") or f"outbox-{row.id}"
-                try:
-                    window.publish(exchange(row.exchange), row.routing_key, body, headers, row,
-                                   message_id=message_id)
-                except Exception:
-                    # The channel went between the claim and the publish: the rows not yet
-                    # handed to it were never sent, so they go back at once, not after the lease.
-                    self._give_back([r.id for r in rows[i:]])
-                    raise
+        # pika buffers the batch's frames and writes them when the socket is writable.
+        for i, row in enumerate(rows):
+            headers = row.headers
+            if row.id in reclaimed:
+                # A relay that died may have published this row already: the worker looks
+                # the request up at the agency before filing it.
+                headers = dict(headers or {}, **{"x-maybe-sent": True})
+            body = row.body
+            message_id = body.get("message_id") or body.get("event_id") or f"outbox-{row.id}"
+            try:
+                window.publish(exchange(row.exchange), row.routing_key, body, headers, row,
+                               message_id=message_id)
+            except Exception:
+                # The channel went between the claim and the publish: the rows not yet
+                # handed to it were never sent, so they go back at once, not after the lease.
+                self._give_back([r.id for r in rows[i:]])
+                raise
         if stopping:
             self._finish()
         elif len(rows) == relay.batch:

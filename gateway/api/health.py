@@ -1,4 +1,8 @@
-"""/healthz (the process answers), /readyz (store and broker reachable), /metrics."""
+"""/healthz (the process answers) and /readyz (store and broker reachable).
+
+Not ready is a 503 problem document (RFC 9457) whose ``detail`` says why, with the
+``checks`` and ``circuits`` as extension members; ready is a 200 with the same two.
+"""
 
 from __future__ import annotations
 
@@ -13,6 +17,7 @@ from broker.connection import connect
 from core.domain.errors import BrokerUnavailable
 
 from .context import ctx
+from .problems import PROBLEM, TYPES
 
 bp = Blueprint("health", __name__)
 
@@ -30,8 +35,10 @@ def _broker_ready() -> tuple[bool, str]:
     with _broker_lock:
         if time.monotonic() - _broker_check["at"] < BROKER_CHECK_TTL:
             return _broker_check["ok"], _broker_check["detail"]
+        settings = ctx().settings
         try:
-            connection = connect(ctx().settings.amqp_urls, name="satupintu-readyz")
+            # ``connect`` turns every way of failing to connect into BrokerUnavailable.
+            connection = connect(settings.amqp_urls, name="satupintu-readyz", heartbeat=settings.amqp_heartbeat)
             connection.close()
             ok, detail = True, "reachable"
         except BrokerUnavailable as exc:
@@ -51,11 +58,14 @@ def readyz() -> Response:
         checks["store"] = {"ok": False, "detail": type(exc).__name__}
     ok, detail = _broker_ready()
     checks["broker"] = {"ok": ok, "detail": detail}
-    ready = all(c["ok"] for c in checks.values())
     # Circuit breakers as this machine's workers report them: detail for operators, not a
     # readiness condition (one agency being down must not take the gateway out of service).
     circuits = {agency: "closed" for agency in ctx().catalog.agencies}
-    circuits.update(breaker_states())
-    return Response(json.dumps({"status": "ready" if ready else "not ready", "checks": checks,
-                                "circuits": circuits}),
-                    status=200 if ready else 503, mimetype="application/json")
+    circuits.update(breaker_states(ctx().settings.state_dir))
+    failing = [f"{name}: {check['detail']}" for name, check in checks.items() if not check["ok"]]
+    if not failing:
+        return Response(json.dumps({"status": "ready", "checks": checks, "circuits": circuits}),
+                        mimetype="application/json")
+    body = {"type": TYPES + "not-ready", "title": "Service Unavailable", "status": 503,
+            "detail": "not ready: " + "; ".join(failing), "checks": checks, "circuits": circuits}
+    return Response(json.dumps(body), status=503, mimetype=PROBLEM)

@@ -244,7 +244,9 @@ def circuit_states() -> dict[str, str]:
     """Each agency's circuit-breaker state as the workers on this machine last reported it."""
     try:
         from broker.breaker import states
-        return states()
+
+        from ..api.context import ctx
+        return states(ctx().settings.state_dir)
     except Exception:  # noqa: BLE001 - a dashboard must render even when the breaker cannot say
         return {}
 

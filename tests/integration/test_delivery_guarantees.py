@@ -47,6 +47,7 @@ def roles(settings, engine, broker):  # noqa: ANN001, ANN201
     """Start relay, tracker or worker in a thread of this process; all stopped afterwards."""
     from broker import breaker
     from broker.worker import Worker
+    from core.settings import Settings
     from gateway.relay import Relay
     from gateway.tracker import Tracker
     breaker.reset_registry()
@@ -55,7 +56,7 @@ def roles(settings, engine, broker):  # noqa: ANN001, ANN201
     def start(role: str, catalog, **options):  # noqa: ANN001, ANN202
         common = {"amqp_urls": settings.amqp_urls, "namespace": settings.namespace}
         if role == "worker":
-            component = Worker(catalog, **common, **options)
+            component = Worker(catalog, Settings.from_env(), **options)  # the environment as the test left it
             component.start()
         elif role == "relay":
             component = Relay(engine, catalog, **common, **options)

@@ -1,8 +1,9 @@
-"""On the real RabbitMQ: our marshalled publishes and the worker's multiple acks (broker/).
+"""On the real RabbitMQ: the confirm window's publishes and the worker's multiple acks (broker/).
 
-``ConfirmWindow`` writes publishes itself (one write per batch) and the worker acks a run
-of confirmed deliveries with one ``multiple`` ack; here the broker confirms what it was
-sent, returns what it cannot route, and keeps exactly the deliveries left unacked.
+``ConfirmWindow`` keeps publishes unconfirmed and settles them as the broker's confirms
+arrive, and the worker acks a run of confirmed deliveries with one ``multiple`` ack; here
+the broker confirms what it was sent, returns what it cannot route, and keeps exactly the
+deliveries left unacked.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ import pika
 import pytest
 from support import AMQP_URL
 
-from broker.acks import AckLedger
+from broker.delivery import AckLedger
 from broker.publisher import ConfirmWindow
 
 
@@ -56,7 +57,7 @@ def _drain(channel, name: str) -> list[bytes]:
         bodies.append(body)
 
 
-def test_a_batch_of_marshalled_publishes_is_confirmed_and_arrives_intact(queue):
+def test_a_window_of_publishes_is_confirmed_and_arrives_intact(queue):
     blocking, name = queue
     settled: dict[str, list] = {"acked": [], "failed": []}
 
@@ -70,12 +71,11 @@ def test_a_batch_of_marshalled_publishes_is_confirmed_and_arrives_intact(queue):
         window = ConfirmWindow(channel, on_settled)
 
         def ready() -> None:
-            with window.batch():
-                for n in range(3):
-                    window.publish("", name, {"n": n, "text": "ẞ☂" * n}, {"x-attempt": n + 1, "traceparent": "00-a"},
-                                   f"ok-{n}", message_id=f"m-{n}")
-                # No queue by this name: returned (mandatory), so it counts as failed.
-                window.publish("", f"{name}-missing", {"n": 9}, None, "lost", message_id="m-9")
+            for n in range(3):
+                window.publish("", name, {"n": n, "text": "ẞ☂" * n}, {"x-attempt": n + 1, "traceparent": "00-a"},
+                               f"ok-{n}", message_id=f"m-{n}")
+            # No queue by this name: returned (mandatory), so it counts as failed.
+            window.publish("", f"{name}-missing", {"n": 9}, None, "lost", message_id="m-9")
 
         window.start(on_ready=ready)
 

@@ -1,12 +1,10 @@
 """The worker's per-message shortcuts give what the long way gave (broker/messages.py,
-adapters/answers.py, adapters/rest.py): timestamps, correlation headers, answer mapping."""
+adapters/answers.py, adapters/rest.py): correlation headers, answer mapping."""
 
 from __future__ import annotations
 
-import datetime as dt
 import json
 import math
-import random
 
 import pytest
 
@@ -16,27 +14,6 @@ from adapters.rest import _PAYLOAD_ENCODER, render_path
 from broker import messages
 from core.domain.errors import PermanentAgencyError
 from core.model import Agency
-
-
-def _datetime_iso(seconds: float) -> str:
-    return dt.datetime.fromtimestamp(seconds, dt.UTC).isoformat().replace("+00:00", "Z")
-
-
-def test_iso_time_writes_what_datetime_writes_including_whole_seconds_and_half_microseconds():
-    rng = random.Random(7)
-    values = [1_790_000_000.0, 1_790_000_000.25, 1_790_000_000.0000005, 1_790_000_000.0000015,
-              1_790_000_000.9999996, 1_790_000_000.9999994, 0.0, 1.5e-6, 2.5e-6]
-    values += [rng.randrange(0, 4 * 10**15) / 1e6 for _ in range(20_000)]
-    values += [rng.randrange(0, 4 * 10**15) / 1e6 + 0.5e-6 for _ in range(20_000)]
-    assert [messages.iso_time(v) for v in values] == [_datetime_iso(v) for v in values]
-
-
-def test_utcnow_is_datetime_now_to_the_microsecond(monkeypatch):
-    for ns in (1_790_000_000_000_000_000, 1_790_000_000_123_456_789, 1_790_000_001_000_000_999):
-        monkeypatch.setattr(messages.time, "time_ns", lambda ns=ns: ns)
-        expected = dt.datetime.fromtimestamp(ns // 1000 / 1e6, dt.UTC)
-        expected = expected.replace(microsecond=ns // 1000 % 1_000_000)
-        assert messages.utcnow() == expected.isoformat().replace("+00:00", "Z")
 
 
 def test_the_agency_request_carries_the_correlation_headers_in_order_without_empty_ones():
