@@ -150,3 +150,20 @@ def test_a_worker_started_against_a_silent_broker_works_once_the_broker_comes(
     finally:
         worker.stop()
         thread.join(60)
+
+
+def test_readyz_answers_503_with_the_reason_while_the_broker_never_finishes_its_handshake(
+        silent_broker, settings, catalog, engine, monkeypatch):  # noqa: ANN001
+    import dataclasses
+
+    from gateway.api import create_app, health
+    monkeypatch.setattr(health, "BROKER_CHECK_TTL", 0)  # no answer of an earlier test reused
+    app = create_app(dataclasses.replace(settings, amqp_urls=(silent_broker.url(stack_timeout=0.5),)),
+                     catalog=catalog, engine=engine)
+    response = app.test_client().get("/readyz")
+    assert response.status_code == 503
+    assert response.mimetype == "application/problem+json"
+    body = response.get_json()
+    assert body["status"] == 503 and body["type"].endswith("/not-ready")
+    assert "broker" in body["detail"] and "Timeout during AMQP handshake" in body["detail"]
+    assert body["checks"]["store"]["ok"] is True and body["checks"]["broker"]["ok"] is False
