@@ -198,9 +198,14 @@ class Worker:
         if session.closing:
             return  # not acked: the broker redelivers it; the agency sees the same request id again
         assert call.outcome is not None
-        decision = outcomes.decide(call.outcome, agency=call.agency, plan=self.plans[call.agency.id],
-                                   names=self.names, kind=call.kind, body=call.body, headers=call.headers,
-                                   attempt=call.request.attempt, detail=call.detail(), now=time.time())
+        try:
+            decision = outcomes.decide(call.outcome, agency=call.agency, plan=self.plans[call.agency.id],
+                                       names=self.names, kind=call.kind, body=call.body, headers=call.headers,
+                                       attempt=call.request.attempt, detail=call.detail(), now=time.time())
+        except Exception:  # a bug, not the broker: left unacked, the quorum queue's delivery limit ends it
+            log.exception("no decision for the outcome of %s", call.request.request_id)
+            call.delivery.abandon()
+            return
         self._publish(call, decision)
 
     def _publish(self, call: Call, decision: outcomes.Decision) -> None:
