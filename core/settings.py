@@ -101,6 +101,11 @@ class Settings:
     # The roles ``satupintu run`` supervises (comma-separated; empty: all).
     roles: str = ""
 
+    # -- the command line's client commands (submit, status, top) ---------------------------
+    # The gateway they talk to (empty: http://<bind>), and the API key they send.
+    url: str = ""
+    api_key: str = ""
+
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
         """The settings in ``env`` (the process's environment by default); bad values raise ValueError."""
@@ -143,6 +148,8 @@ class Settings:
             metrics_port=text("SATUPINTU_METRICS_PORT", d.metrics_port),
             metrics_addr=text("SATUPINTU_METRICS_ADDR", d.metrics_addr),
             roles=text("SATUPINTU_ROLES", d.roles),
+            url=text("SATUPINTU_URL", d.url),
+            api_key=text("SATUPINTU_API_KEY", d.api_key),
         )
 
 

@@ -16,7 +16,7 @@ import sys
 import time
 import urllib.error
 import urllib.request
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 log = logging.getLogger("satupintu.supervisor")
 
@@ -31,10 +31,12 @@ class Child:
     started_at: float = 0.0
     next_start: float = 0.0
     stdout: int | None = None
-    extra: dict = field(default_factory=dict)
+    # Sockets the child inherits: the gateway's listener, held here so that a restarted
+    # gateway serves on the same port and connections wait in its backlog meanwhile.
+    pass_fds: tuple[int, ...] = ()
 
     def start(self) -> None:
-        self.process = subprocess.Popen(self.argv, env=self.env, stdout=self.stdout)
+        self.process = subprocess.Popen(self.argv, env=self.env, stdout=self.stdout, pass_fds=self.pass_fds)
         self.started_at = time.monotonic()
         log.info("started %s (pid %s)", self.name, self.process.pid)
 
@@ -52,7 +54,8 @@ class Supervisor:
         signal.signal(signal.SIGTERM, self._on_signal)
         signal.signal(signal.SIGINT, self._on_signal)
         for child in self.children:
-            child.start()
+            if child.process is None:
+                child.start()
 
     def watch(self, until=lambda: False) -> None:
         """Restart children that die, until a signal arrives or ``until()`` is true."""
@@ -101,11 +104,24 @@ def child_env(**extra: str) -> dict[str, str]:
     return env
 
 
-def free_port() -> int:
-    """A TCP port nobody listens on right now (on 127.0.0.1)."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+def listen(bind: str) -> socket.socket:
+    """A listening socket on ``bind`` (``host:port``; port 0: one the kernel picks), for a
+    child to inherit."""
+    host, _, port = bind.rpartition(":")
+    sock = socket.create_server((host.strip("[]") or "127.0.0.1", int(port)), backlog=1024,
+                                family=socket.AF_INET6 if ":" in host else socket.AF_INET)
+    sock.set_inheritable(True)
+    return sock
+
+
+def wait_file(path: str, timeout: float, alive=lambda: True, interval: float = 0.1) -> bool:  # noqa: ANN001
+    """Whether ``path`` exists within ``timeout`` while ``alive()``."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline and alive():
+        if os.path.exists(path):
+            return True
+        time.sleep(interval)
+    return False
 
 
 def wait_http(url: str, timeout: float, alive=lambda: True, interval: float = 0.2) -> bool:  # noqa: ANN001

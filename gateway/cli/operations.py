@@ -1,0 +1,166 @@
+"""The operator commands: they work on the store, the broker and the catalog directly
+(``dead-letters``, ``clients``, ``audit``, ``config check``, ``namespace delete``, ``db``)."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from core.domain.errors import SatupintuError
+from core.settings import Settings
+
+from .startup import open_store, read_catalog
+
+
+def cmd_namespace_delete(args: argparse.Namespace, settings: Settings) -> int:
+    """Delete a namespace's queues and exchanges from RabbitMQ: a test run or a deployment
+    that is gone for good.  Refuses while its queues hold messages, unless ``--force``."""
+    import pika.exceptions
+
+    from broker.connection import connect
+    from broker.topology import Names, delete_for, namespace_queues
+    catalog = read_catalog(settings)
+    names = Names(args.namespace)
+    connection = connect(settings.amqp_urls, name="satupintu-namespace")
+    try:
+        waiting = {}
+        for queue in namespace_queues(names, catalog.agencies.values()):
+            channel = connection.channel()  # a missing queue closes the channel it was asked on
+            try:
+                waiting[queue] = channel.queue_declare(queue, passive=True).method.message_count
+                channel.close()
+            except pika.exceptions.ChannelClosedByBroker:
+                pass
+        if not waiting:
+            print(f"namespace {args.namespace!r}: no queues on the broker (for the catalog in {settings.config_dir})")
+        full = {q: n for q, n in waiting.items() if n}
+        for queue, count in waiting.items():
+            print(f"{queue}: {count} message(s)")
+        if full and not args.force:
+            print(f"not deleted: {sum(full.values())} message(s) still queued; --force deletes them too",
+                  file=sys.stderr)
+            return 1
+        delete_for(connection.channel(), names, catalog.agencies.values())
+        print(f"namespace {args.namespace!r} deleted: {len(waiting)} queue(s) and its exchanges")
+    finally:
+        connection.close()
+    return 0
+
+
+def cmd_db(args: argparse.Namespace, settings: Settings) -> int:
+    if args.db_command == "rehash-niks":
+        return cmd_db_rehash_niks(args, settings)
+    return cmd_db_upgrade(args, settings)
+
+
+def cmd_db_upgrade(_args: argparse.Namespace, settings: Settings) -> int:
+    from gateway.store.migrations import LATEST, upgrade
+    applied = upgrade(open_store(settings, migrated=False))
+    print(f"applied migrations {', '.join(map(str, applied))}" if applied else f"already at version {LATEST}")
+    return 0
+
+
+def cmd_db_rehash_niks(_args: argparse.Namespace, settings: Settings) -> int:
+    """Rebuild ``application_niks`` with the current ``SATUPINTU_NIK_HASH_KEY``, in batches:
+    after the key changed, and after a rolling upgrade (see docs/operations.md)."""
+    from core.masking import nik_hashes
+    from gateway.store import nik_index
+    store = open_store(settings)
+    done = nik_index.rebuild(store, lambda data: nik_hashes(data, settings.nik_hash_key),
+                             progress=lambda n: _progress_count(n, "applications rehashed"))
+    if done and sys.stderr.isatty():
+        sys.stderr.write("\n")
+    print(f"rehashed the NIKs of {done} application(s)")
+    return 0
+
+
+def _progress_count(done: int, label: str) -> None:
+    if sys.stderr.isatty():
+        sys.stderr.write(f"\r{done} {label}   ")
+        sys.stderr.flush()
+
+
+def cmd_config_check(_args: argparse.Namespace, settings: Settings) -> int:
+    from adapters.registry import adapter_class
+    try:
+        catalog = read_catalog(settings)
+    except SatupintuError as exc:
+        print(exc, file=sys.stderr)
+        return 1
+    problems = 0
+    for agency in catalog.agencies.values():
+        adapter = adapter_class(agency.adapter)(agency)
+        try:
+            found = adapter.check()
+        finally:
+            adapter.close()
+        for problem in found:
+            print(f"{agency.file}: {problem}", file=sys.stderr)
+        problems += len(found)
+        print(f"agency {agency.id}: {agency.adapter}, {len(agency.operations)} operation(s), "
+              f"{'ok' if not found else f'{len(found)} problem(s)'}")
+    from gateway.schema_limits import unbounded_fields
+    for service in catalog.services.values():
+        print(f"service {service.id}: {len(service.steps)} step(s) in order {' -> '.join(service.order)}")
+        for warning in unbounded_fields(service.input_schema):  # a warning: the exit status stays 0
+            print(f"warning: {service.file}: input_schema {warning}", file=sys.stderr)
+    return 1 if problems else 0
+
+
+def cmd_clients(args: argparse.Namespace, settings: Settings) -> int:
+    from gateway import clients
+    store = open_store(settings)
+    with store.begin() as conn:
+        if args.clients_command == "create":
+            try:
+                _client, key = clients.create(conn, args.name, args.scope, args.webhook_url)
+            except ValueError as exc:
+                print(f"satupintu: {exc}", file=sys.stderr)
+                return 2
+            print(key)
+        elif args.clients_command == "list":
+            for c in clients.list_all(conn):
+                print(f"{c['name']:<24} {' '.join(c['scopes']):<18} {'revoked' if c['revoked_at'] else 'active'}")
+        elif args.clients_command == "revoke":
+            clients.revoke(conn, args.name)
+        elif args.clients_command == "rotate":
+            print(clients.rotate(conn, args.name))
+    return 0
+
+
+def cmd_dead_letters(args: argparse.Namespace, settings: Settings) -> int:
+    from gateway import dead_letters
+    if args.dl_command == "replay" and not (args.id or args.agency or args.all):
+        print("say which: an ID, --agency A, or --all", file=sys.stderr)
+        return 2
+    store = open_store(settings)
+    if args.dl_command == "list":
+        rows = dead_letters.list_open(store, agency=args.agency)
+        for d in rows:
+            print(f"{d['id']:>6}  {d['created_at']}  {d['agency']:<18} {d['request_id']}  attempts={d['attempts']}  "
+                  f"{d['reason'][:100]}")
+        if not rows:
+            print("no dead letters")
+        return 0
+    replayed = dead_letters.replay(store, read_catalog(settings), ids=[args.id] if args.id else None,
+                                   agency=args.agency, cause="satupintu dead-letters replay")
+    print(f"replayed {len(replayed)} dead letter(s)")
+    return 0
+
+
+def cmd_audit_verify(args: argparse.Namespace, settings: Settings) -> int:
+    from gateway.audit import verify
+    try:
+        report = verify(open_store(settings), anchor=args.anchor)
+    except ValueError as exc:
+        print(f"satupintu: {exc}", file=sys.stderr)
+        return 2
+    if report.broken:
+        where = f" of application {report.broken['application_id']}" if report.broken["application_id"] else ""
+        print(f"audit chain broken at event row {report.broken['id']}{where}: {report.broken['problem']}",
+              file=sys.stderr)
+        return 1
+    print(f"audit chain intact: {report.events} event(s) of {report.applications} application(s)")
+    if report.anchor:
+        print(f"anchor {report.anchor}  (keep it outside the database; check later with --anchor)")
+    return 0
