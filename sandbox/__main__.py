@@ -32,8 +32,14 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
             f"--{agency_id}-port",
             type=int,
             default=DEFAULT_PORTS[agency_id],
-            help=f"port for {agency_id} (default {DEFAULT_PORTS[agency_id]}; 0 = any free port)",
+            help=f"port for {agency_id} (default {DEFAULT_PORTS[agency_id]}; 0 = a port the "
+            "kernel picks, reported on stdout and in --report-file)",
         )
+    parser.add_argument(
+        "--report-file",
+        help="once every agency serves, write their URLs there as JSON ({agency: url}): "
+        "how a program that started the sandbox on port 0 learns the ports",
+    )
     parser.add_argument(
         "--callback-url",
         default=os.environ.get("SANDBOX_MUNICIPALITY_CALLBACK_URL", ""),
@@ -105,6 +111,14 @@ def settings_from(args: argparse.Namespace) -> SandboxSettings:
     )
 
 
+def write_report(path: str, urls: dict[str, str]) -> None:
+    """``urls`` as JSON at ``path``, whole or not at all (a reader polls for the file)."""
+    partial = f"{path}.{os.getpid()}.partial"
+    with open(partial, "w", encoding="utf-8") as out:
+        json.dump(urls, out)
+    os.replace(partial, path)
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     logging.basicConfig(
@@ -127,6 +141,8 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     for agency_id, url in urls.items():
         print(f"SANDBOX {agency_id} {url}", flush=True)
+    if args.report_file:
+        write_report(args.report_file, urls)
     print("SANDBOX READY", flush=True)
     while not stop.wait(0.2):
         pass

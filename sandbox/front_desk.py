@@ -16,7 +16,6 @@ from werkzeug.wrappers import Request, Response
 
 from . import auth
 from .agency import Agency
-from .agency_server import ON_IO_LOOP
 from .knobs import KnobError
 
 WSGIApp = Callable[[dict, Callable], Iterable[bytes]]
@@ -78,19 +77,9 @@ class FrontDesk:
         self,
         agency: Agency,
         app: WSGIApp,
-        quick_routes: frozenset[tuple[str, str]] = frozenset(),
     ) -> None:
         self.agency = agency
         self.app = app
-        # (method, path) of the calls ``app`` answers without blocking.
-        self.quick_routes = quick_routes
-
-    def is_quick(self, method: str, path: str) -> bool:
-        """Whether the server may answer this call on its I/O loop (``AgencyServer``'s
-        ``quick``): a quick route of the app, and no ``latency_ms`` to sleep."""
-        return (method, path) in self.quick_routes and not self.agency.knobs.get(
-            "latency_ms"
-        )
 
     def __call__(
         self, environ: dict[str, Any], start_response: Callable
@@ -111,9 +100,7 @@ class FrontDesk:
         self, environ: dict[str, Any], start_response: Callable, body: bytes
     ) -> Iterable[bytes]:
         knobs = self.agency.knobs
-        # On the I/O loop the call was judged quick with no latency, and keeps to that
-        # should the knob be set meanwhile: the loop must never sleep.
-        latency = 0 if environ.get(ON_IO_LOOP) else knobs.get("latency_ms")
+        latency = knobs.get("latency_ms")
         if latency:
             time.sleep(latency / 1000)
         if knobs.in_outage():

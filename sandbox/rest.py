@@ -137,11 +137,6 @@ class FilingRoute:
         return json_answer(body, status, headers)
 
 
-def quick_routes(app: Flask) -> frozenset[tuple[str, str]]:
-    """(method, path) of the calls ``app`` answers quickly: its filing routes."""
-    return frozenset(("POST", rule) for rule in app.extensions[FAST_PATH_KEY].routes)
-
-
 def filing_route(app: Flask, rule: str, endpoint: str, route: FilingRoute) -> None:
     """Serve ``POST rule`` as ``route``: a Flask view, answered by the fast path first."""
     app.add_url_rule(rule, endpoint, route.view, methods=["POST"])

@@ -13,7 +13,6 @@ from .agency import Agency
 from .agency_server import AgencyServer
 from .front_desk import FrontDesk
 from .knobs import KnobError
-from .rest import quick_routes
 from .scheduler import Scheduler
 
 AGENCY_IDS = ("company-registry", "municipality", "tax-office", "social-security")
@@ -61,7 +60,7 @@ def build_app(agency: Agency, scheduler: Scheduler) -> FrontDesk:
         from . import soap_desk  # spyne is only needed for the SOAP agencies
 
         return FrontDesk(agency, soap_desk.create_app(agency))
-    return FrontDesk(agency, inner, quick_routes(inner))
+    return FrontDesk(agency, inner)
 
 
 class Sandbox:
@@ -85,7 +84,7 @@ class Sandbox:
         self._scheduler: Scheduler | None = None
 
     def start(self) -> dict[str, str]:
-        """Bind every server (port 0 = any free port), serve them, return their base URLs."""
+        """Bind every server (port 0 = a port the kernel picks), serve them, return their base URLs."""
         settings = self.settings
         # Waitress logs queue depths and dropped clients as warnings: part of the act here.
         logging.getLogger("waitress").setLevel(
@@ -102,7 +101,6 @@ class Sandbox:
                     settings.ports.get(agency_id, DEFAULT_PORTS[agency_id]),
                     threads=settings.threads,
                     connection_limit=settings.connection_limit,
-                    quick=desk.is_quick,
                 )
                 self._servers.append(server)
                 port = server.start()

@@ -16,14 +16,20 @@ from typing import Any
 
 import pytest
 import requests
-from support import AMQP_URL, BrokerHandle, Stack, free_port, start_sandbox, wait_until
+from support import (
+    AMQP_URL,
+    SANDBOX_AGENCIES,
+    BrokerHandle,
+    Stack,
+    address,
+    free_port,
+    listening_socket,
+    sandbox_env_name,
+    start_sandbox,
+    wait_until,
+)
 
 REPO = Path(__file__).resolve().parents[1]
-SANDBOX_AGENCIES = ("company-registry", "municipality", "tax-office", "social-security")
-
-
-def sandbox_env_name(agency: str) -> str:
-    return f"SATUPINTU_SANDBOX_{agency.upper().replace('-', '_')}_URL"
 
 
 # --- store ---------------------------------------------------------------------------
@@ -57,26 +63,41 @@ def namespace() -> str:
 
 
 @pytest.fixture
-def sandbox_urls() -> dict[str, str]:
-    """Where the sandbox agencies would listen; ``sandbox`` starts them there."""
-    return {agency: f"http://127.0.0.1:{free_port()}" for agency in SANDBOX_AGENCIES}
+def sandbox_urls(env: dict[str, str], monkeypatch: pytest.MonkeyPatch) -> dict[str, str]:
+    """Ports picked for a sandbox that tests/scale starts itself (racy, see ``free_port``),
+    put in ``env``; every other test uses ``sandbox``, which reads the ports the sandbox got."""
+    urls = {agency: f"http://127.0.0.1:{free_port()}" for agency in SANDBOX_AGENCIES}
+    for agency, url in urls.items():
+        env[sandbox_env_name(agency)] = url
+        monkeypatch.setenv(sandbox_env_name(agency), url)
+    return urls
 
 
 @pytest.fixture
-def env(monkeypatch: pytest.MonkeyPatch, database_url: str, namespace: str, sandbox_urls: dict[str, str],
+def gateway_listener():
+    """The listening socket this test's gateway serves on (``Stack`` hands it to ``serve``):
+    bound to a port the kernel picked and held for the whole test."""
+    sock = listening_socket()
+    yield sock
+    sock.close()
+
+
+@pytest.fixture
+def env(monkeypatch: pytest.MonkeyPatch, database_url: str, namespace: str, gateway_listener,
         tmp_path: Path) -> dict[str, str]:
-    """The environment of this test's stack, also applied to this process."""
+    """The environment of this test's stack, also applied to this process.
+
+    ``SATUPINTU_BIND`` is the address of ``gateway_listener``; the ``sandbox`` fixture adds
+    the agencies' URLs once they reported them."""
     values = {
         "SATUPINTU_DATABASE_URL": database_url,
         "SATUPINTU_NAMESPACE": namespace,
         "SATUPINTU_AMQP_URL": AMQP_URL,
         "SATUPINTU_CONFIG": str(REPO / "config"),
-        "SATUPINTU_BIND": f"127.0.0.1:{free_port()}",
+        "SATUPINTU_BIND": address(gateway_listener),
         "SATUPINTU_MUNICIPALITY_SECRET": "test-municipality-secret",
         "SATUPINTU_LOG_LEVEL": "WARNING",
     }
-    for agency, url in sandbox_urls.items():
-        values[sandbox_env_name(agency)] = url
     values["SATUPINTU_STATE_DIR"] = str(tmp_path / "state")
     for key, value in values.items():
         monkeypatch.setenv(key, value)
@@ -113,9 +134,17 @@ def engine(settings):
 
 
 @pytest.fixture
-def catalog(settings):
+def catalog(settings, request: pytest.FixtureRequest):
     from gateway.catalog import load_catalog
+    sandbox_first(request)
     return load_catalog(settings.config_dir)
+
+
+def sandbox_first(request: pytest.FixtureRequest) -> None:
+    """Start the test's sandbox before its catalog is read, when it uses one: the catalog
+    reads the agencies' endpoints from the URLs the sandbox reported."""
+    if "sandbox" in request.fixturenames:
+        request.getfixturevalue("sandbox")
 
 
 # --- the gateway in-process -------------------------------------------------------------
@@ -186,20 +215,24 @@ def broker(settings, catalog):
 # --- real processes ---------------------------------------------------------------------
 
 @pytest.fixture
-def sandbox(env: dict[str, str], sandbox_urls: dict[str, str], tmp_path: Path):
-    bind = env["SATUPINTU_BIND"]
-    box = start_sandbox(sandbox_urls, env, tmp_path / "sandbox.log",
-                        callback_url=f"http://{bind}/v1/agencies/municipality/callbacks")
+def sandbox(env: dict[str, str], monkeypatch: pytest.MonkeyPatch, tmp_path: Path):
+    """The sandbox agencies, calling back this test's gateway; their URLs put in ``env``."""
+    box = start_sandbox(tmp_path / "sandbox.log", env=dict(os.environ, **env),
+                        callback_url=f"http://{env['SATUPINTU_BIND']}/v1/agencies/municipality/callbacks",
+                        callback_secret=env["SATUPINTU_MUNICIPALITY_SECRET"])
+    for agency, url in box.urls.items():
+        env[sandbox_env_name(agency)] = url
+        monkeypatch.setenv(sandbox_env_name(agency), url)
     yield box
-    box.proc.stop()
+    box.stop()
 
 
 @pytest.fixture
-def stack(env: dict[str, str], engine, broker, sandbox, tmp_path: Path):
+def stack(env: dict[str, str], engine, broker, sandbox, gateway_listener, tmp_path: Path):
     """Gateway (gunicorn), relay, tracker and one worker as real processes, on the sandbox."""
     logs = tmp_path / "logs"
     logs.mkdir()
-    s = Stack(env=dict(os.environ, **env, SATUPINTU_WEB_WORKERS="2"), logs=logs)
+    s = Stack(env=dict(os.environ, **env, SATUPINTU_WEB_WORKERS="2"), logs=logs, listener=gateway_listener)
     for role in ("serve", "relay", "tracker", "worker"):
         s.start(role)
 

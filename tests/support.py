@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import json
 import os
 import signal
 import socket
@@ -19,10 +20,9 @@ from typing import Any
 import pytest
 import requests
 
-from gateway.supervisor import free_port
-
-__all__ = ["AMQP_URL", "BrokerHandle", "RecordingChannel", "accept_forever", "Proc", "Sandbox", "Stack", "edit_yaml", "free_port", "queue_exists", "start_sandbox",
-           "wait_until"]
+__all__ = ["AMQP_URL", "SANDBOX_AGENCIES", "BrokerHandle", "Proc", "RecordingChannel", "Sandbox", "Stack",
+           "accept_forever", "address", "edit_yaml", "free_port", "listening_socket", "queue_exists", "sandbox_env_name",
+           "start_sandbox", "wait_until"]
 
 AMQP_URL = os.environ.get("SATUPINTU_AMQP_URL", "amqp://guest:guest@127.0.0.1:5672/%2F")
 
@@ -81,10 +81,11 @@ class Proc:
     env: dict[str, str]
     log: Path
     process: subprocess.Popen | None = None
+    pass_fds: tuple[int, ...] = ()
 
     def start(self) -> Proc:
         self.process = subprocess.Popen(self.argv, env=self.env, stdout=self.log.open("ab"),
-                                        stderr=subprocess.STDOUT, start_new_session=True)
+                                        stderr=subprocess.STDOUT, start_new_session=True, pass_fds=self.pass_fds)
         return self
 
     def send(self, sig: int = signal.SIGTERM) -> None:
@@ -94,78 +95,154 @@ class Proc:
         with contextlib.suppress(ProcessLookupError):
             os.killpg(self.process.pid, sig)
 
-    def wait(self, timeout: float = 15) -> None:
-        """Wait for it to exit; SIGKILL after ``timeout`` seconds."""
+    def wait(self, timeout: float = 15) -> int | None:
+        """Wait for it to exit (SIGKILL after ``timeout`` seconds); its exit status."""
         if self.process is None:
-            return
+            return None
         try:
-            self.process.wait(timeout)
+            return self.process.wait(timeout)
         except subprocess.TimeoutExpired:
             with contextlib.suppress(ProcessLookupError):
                 os.killpg(self.process.pid, signal.SIGKILL)
-            self.process.wait()
+            return self.process.wait()
 
-    def stop(self, sig: int = signal.SIGTERM, timeout: float = 15) -> None:
+    def stop(self, sig: int = signal.SIGTERM, timeout: float = 15) -> int | None:
         self.send(sig)
-        self.wait(timeout)
+        return self.wait(timeout)
 
     def kill(self) -> None:
         self.stop(signal.SIGKILL)
 
+    def output(self) -> str:
+        """What it has written (stdout and stderr) so far."""
+        return self.log.read_text(errors="replace") if self.log.exists() else ""
+
+
+def free_port() -> int:
+    """A port nobody listened on a moment ago.  Racy (another process may take it before
+    it is bound again): only for programs that cannot bind port 0 and report what they got,
+    such as RabbitMQ's nodes (tests/rabbit.py).  Still used by tests/scale, to be moved to
+    ``start_sandbox`` and ``listening_socket``."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def listening_socket(host: str = "127.0.0.1") -> socket.socket:
+    """A listening TCP socket on a port the kernel picks, for a server started later
+    (``satupintu serve`` takes it as ``SATUPINTU_BIND=fd://N``): held from the start, so no
+    other process can take the port in between, and it survives the server's restarts."""
+    sock = socket.create_server((host, 0), backlog=1024)
+    sock.set_inheritable(True)
+    return sock
+
+
+def address(sock: socket.socket) -> str:
+    """``host:port`` of a bound socket."""
+    host, port = sock.getsockname()[:2]
+    return f"{host}:{port}"
+
+
+SANDBOX_AGENCIES = ("company-registry", "municipality", "tax-office", "social-security")
+
+
+def sandbox_env_name(agency: str) -> str:
+    """The variable the demo catalog reads an agency's endpoint from."""
+    return f"SATUPINTU_SANDBOX_{agency.upper().replace('-', '_')}_URL"
+
 
 @dataclass
 class Sandbox:
+    """The real sandbox agencies (``python -m sandbox``) and their control routes."""
+
     urls: dict[str, str]
     proc: Proc
 
+    def url(self, agency: str, path: str = "") -> str:
+        return self.urls[agency] + path
+
     def stats(self, agency: str) -> dict[str, Any]:
-        return requests.get(self.urls[agency] + "/_sandbox/stats", timeout=5).json()
+        return requests.get(self.url(agency, "/_sandbox/stats"), timeout=5).json()
 
     def faults(self, agency: str, **knobs: Any) -> dict[str, Any]:
-        response = requests.post(self.urls[agency] + "/_sandbox/faults", json=knobs, timeout=5)
-        response.raise_for_status()
+        """Set knobs of ``agency`` (``POST /_sandbox/faults``); the knobs it has now."""
+        response = requests.post(self.url(agency, "/_sandbox/faults"), json=knobs, timeout=5)
+        assert response.status_code == 200, response.text
         return response.json()
 
+    knobs = faults  # the name the sandbox's own docs use for them
+
     def requests(self, agency: str, limit: int = 50) -> list[dict[str, Any]]:
-        return requests.get(self.urls[agency] + f"/_sandbox/requests?limit={limit}", timeout=5).json()
+        return requests.get(self.url(agency, f"/_sandbox/requests?limit={limit}"), timeout=5).json()
+
+    recent = requests
+
+    def restore(self) -> None:
+        """Every agency back to its start-up knobs."""
+        for url in self.urls.values():
+            requests.delete(url + "/_sandbox/faults", timeout=5).raise_for_status()
+
+    def clean(self) -> None:
+        """Start-up knobs, and stats and request logs emptied."""
+        self.restore()
+        for url in self.urls.values():
+            requests.post(url + "/_sandbox/reset", timeout=5).raise_for_status()
+
+    def stop(self) -> int | None:
+        """SIGTERM, and its exit status."""
+        return self.proc.stop()
+
+    def stderr(self) -> str:
+        """What it wrote besides the ``SANDBOX ...`` lines that report where it listens."""
+        return "".join(line for line in self.proc.output().splitlines(keepends=True)
+                       if not line.startswith("SANDBOX "))
 
 
-def start_sandbox(urls: dict[str, str], env: dict[str, str], log: Path, *, callback_url: str = "",
-                  decision_delay: float = 0.3, faults: str = "{}") -> Sandbox:
-    ports = [f"--{agency}-port={url.rsplit(':', 1)[1]}" for agency, url in urls.items()]
-    argv = [sys.executable, "-m", "sandbox", *ports, f"--decision-delay={decision_delay}",
-            f"--callback-url={callback_url}", f"--callback-secret={env['SATUPINTU_MUNICIPALITY_SECRET']}",
-            f"--faults={faults}"]
-    proc = Proc("sandbox", argv, dict(os.environ, **env), log).start()
-    sandbox = Sandbox(urls=urls, proc=proc)
+def start_sandbox(log: Path, *options: str, env: dict[str, str] | None = None,
+                  callback_url: str = "", callback_secret: str = "", decision_delay: float = 0.3,
+                  faults: str = "{}") -> Sandbox:
+    """Run ``python -m sandbox`` with every agency on port 0 and return it once it reported
+    the ports it got (``--report-file``); its output goes to ``log``.
 
-    def up() -> bool:
+    The one way the tests start sandbox agencies: every fixture that needs them calls this."""
+    report = log.with_name(log.stem + ".urls.json")
+    report.unlink(missing_ok=True)
+    argv = [sys.executable, "-m", "sandbox", *(f"--{agency}-port=0" for agency in SANDBOX_AGENCIES),
+            f"--report-file={report}", f"--decision-delay={decision_delay}", f"--callback-url={callback_url}",
+            f"--callback-secret={callback_secret}", f"--faults={faults}", *options]
+    proc = Proc("sandbox", argv, dict(os.environ if env is None else env, PYTHONUNBUFFERED="1"), log).start()
+
+    def reported() -> dict[str, str] | None:
         if proc.process.poll() is not None:
-            pytest.fail(f"the sandbox exited: {log.read_text()[-2000:]}")
-        try:
-            return all(requests.get(u + "/_sandbox/stats", timeout=1).ok for u in urls.values())
-        except requests.RequestException:
-            return False
-    wait_until(up, 30, message="the sandbox agencies")
-    return sandbox
+            raise RuntimeError(f"the sandbox exited: {proc.output()[-2000:]}")
+        return json.loads(report.read_text()) if report.exists() else None
+    return Sandbox(urls=wait_until(reported, 30, message="the sandbox to report its ports"), proc=proc)
 
 
 @dataclass
 class Stack:
-    """The roles as real processes (``satupintu serve|relay|tracker|worker``)."""
+    """The roles as real processes (``satupintu serve|relay|tracker|worker``).
+
+    The gateway serves on ``listener``, a socket the stack holds: every ``serve`` started
+    (also a restarted one) takes it over as ``SATUPINTU_BIND=fd://N``."""
 
     env: dict[str, str]
     logs: Path
+    listener: socket.socket
     procs: dict[str, Proc] = field(default_factory=dict)
 
     @property
     def url(self) -> str:
-        return f"http://{self.env['SATUPINTU_BIND']}"
+        return f"http://{address(self.listener)}"
 
     def start(self, role: str, *args: str, name: str | None = None) -> Proc:
         name = name or role
         argv = [sys.executable, "-m", "gateway.cli", role, *args]
-        proc = Proc(name, argv, self.env, self.logs / f"{name}.log").start()
+        env, fds = self.env, ()
+        if role == "serve":
+            fd = self.listener.fileno()
+            env, fds = dict(env, SATUPINTU_BIND=f"fd://{fd}"), (fd,)
+        proc = Proc(name, argv, env, self.logs / f"{name}.log", pass_fds=fds).start()
         self.procs[name] = proc
         return proc
 

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from support import Sandbox, start_sandbox
 from werkzeug.serving import make_server
 from werkzeug.wrappers import Request, Response
 
@@ -174,68 +175,16 @@ def mtls_agency(pki: Pki) -> Iterator[FakeAgency]:
         yield agency
 
 
-@dataclass
-class SandboxProcess:
-    """The real sandbox agencies (``python -m sandbox``) on free ports."""
-
-    urls: dict[str, str]
-
-    def knobs(self, agency: str, **knobs: Any) -> None:
-        import requests
-        response = requests.post(f"{self.urls[agency]}/_sandbox/faults", json=knobs, timeout=5)
-        assert response.status_code == 200, response.text
-
-    def recent(self, agency: str, limit: int = 5) -> list[dict[str, Any]]:
-        import requests
-        return requests.get(f"{self.urls[agency]}/_sandbox/requests", params={"limit": limit}, timeout=5).json()
-
-    def stats(self, agency: str) -> dict[str, Any]:
-        import requests
-        return requests.get(f"{self.urls[agency]}/_sandbox/stats", timeout=5).json()
-
-    def restore(self) -> None:
-        import requests
-        for url in self.urls.values():
-            requests.delete(f"{url}/_sandbox/faults", timeout=5)
-
-
 @pytest.fixture(scope="session")
-def sandbox_process() -> Iterator[SandboxProcess]:
-    import os
-    import sys
-    root = Path(__file__).resolve().parents[2]
-    if not (root / "sandbox" / "__main__.py").exists():
-        pytest.skip("the sandbox agencies are not there yet")
-    args = [sys.executable, "-m", "sandbox", "--decision-delay", "0.3"]
-    for agency in ("company-registry", "municipality", "tax-office", "social-security"):
-        args += [f"--{agency}-port", "0"]
-    process = subprocess.Popen(args, cwd=root, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
-                               env={**os.environ, "PYTHONPATH": str(root)})
-    urls: dict[str, str] = {}
-    deadline = time.monotonic() + 30
-    try:
-        assert process.stdout is not None
-        for line in process.stdout:
-            if line.startswith("SANDBOX READY"):
-                break
-            if line.startswith("SANDBOX "):
-                _, agency, url = line.split()
-                urls[agency] = url
-            if time.monotonic() > deadline:
-                raise RuntimeError("the sandbox did not get ready in 30 s")
-        if process.poll() is not None or not urls:
-            pytest.fail("the sandbox did not start")
-        yield SandboxProcess(urls)
-    finally:
-        process.terminate()
-        try:
-            process.wait(10)
-        except subprocess.TimeoutExpired:
-            process.kill()
+def sandbox_process(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Sandbox]:
+    """The real sandbox agencies (``python -m sandbox``), once for the session."""
+    box = start_sandbox(tmp_path_factory.mktemp("sandbox") / "sandbox.log")
+    yield box
+    box.stop()
 
 
 @pytest.fixture
-def sandbox(sandbox_process: SandboxProcess) -> Iterator[SandboxProcess]:
+def sandbox(sandbox_process: Sandbox) -> Iterator[Sandbox]:
     sandbox_process.restore()
     yield sandbox_process
     sandbox_process.restore()

@@ -248,7 +248,7 @@ def _statuses(engine, ids: list[str]) -> dict[str, str]:  # noqa: ANN001
 
 @pytest.mark.timeout(600)
 def test_a_thousand_bundles_survive_kills_a_broker_restart_an_outage_and_failures(
-        env, private_broker, engine, broker, sandbox, catalog, api_key, example, tmp_path: Path):  # noqa: ANN001
+        env, private_broker, engine, broker, sandbox, catalog, api_key, example, gateway_listener, tmp_path: Path):  # noqa: ANN001
     from gateway import dead_letters
     from gateway.store import tables as t
 
@@ -257,7 +257,7 @@ def test_a_thousand_bundles_survive_kills_a_broker_restart_an_outage_and_failure
     print(f"\nfault schedule seed: {seed}")
     logs = tmp_path / "logs"
     logs.mkdir()
-    stack = Stack(env=dict(os.environ, **env, SATUPINTU_WEB_WORKERS="2"), logs=logs)
+    stack = Stack(env=dict(os.environ, **env, SATUPINTU_WEB_WORKERS="2"), logs=logs, listener=gateway_listener)
     chaos = Chaos(stack, rng, private_broker)
     for role in ROLES:
         chaos.start(role)

@@ -24,9 +24,13 @@ TERMINAL = {"completed", "rejected", "failed", "cancelled"}
 
 
 @pytest.fixture
-def catalog(env: dict[str, str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch):  # noqa: ANN201
-    """The demo catalog with sub-second retry tiers and lookup-before-resend everywhere."""
+def catalog(env: dict[str, str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch, request):  # noqa: ANN001, ANN201
+    """The demo catalog with sub-second retry tiers and lookup-before-resend everywhere,
+    read once the test's sandbox (if it has one) reported its ports."""
+    from conftest import sandbox_first
+
     from gateway.catalog import load_catalog
+    sandbox_first(request)
     folder = reliability_catalog(tmp_path / "config", retry={"max_attempts": 3, "delays": [0.2, 0.5]},
                                  breaker={"failure_threshold": 100, "reset_after": 1})
     env["SATUPINTU_CONFIG"] = str(folder)

@@ -1,6 +1,7 @@
-"""Fixtures for the sandbox agencies: the real ``python -m sandbox`` process on free ports.
+"""Fixtures for the sandbox agencies: the real ``python -m sandbox`` process on the ports it
+reports (``support.start_sandbox``, the one way the tests start it).
 
-``sandbox`` starts the program once per test module and reads the ``SANDBOX ...`` lines;
+``sandbox`` starts the program once per test module;
 ``callback_receiver`` is a tiny real HTTP server standing in for the gateway's callback
 endpoint. Every test starts from reset stats and start-up knobs.
 """
@@ -8,24 +9,15 @@ endpoint. Every test starts from reset stats and start-up knobs.
 from __future__ import annotations
 
 import json
-import os
 import queue
-import signal
-import subprocess
-import sys
-import tempfile
 import threading
-import time
-from pathlib import Path
 from typing import Any
 
 import pytest
-import requests
+from support import SANDBOX_AGENCIES, start_sandbox
 from werkzeug.serving import WSGIRequestHandler, make_server
 from werkzeug.wrappers import Request, Response
 
-REPO = Path(__file__).resolve().parents[2]
-AGENCIES = ("company-registry", "municipality", "tax-office", "social-security")
 CALLBACK_SECRET = "test-callback-secret"
 DECISION_DELAY = 0.4
 
@@ -69,92 +61,6 @@ class CallbackReceiver:
             self.received.get_nowait()
 
 
-class SandboxProcess:
-    """The running sandbox: base URLs per agency plus helpers for its control routes."""
-
-    callback_secret = CALLBACK_SECRET
-    decision_delay = DECISION_DELAY
-
-    def __init__(self, process: subprocess.Popen, urls: dict[str, str]) -> None:
-        self.process = process
-        self.urls = urls
-
-    def url(self, agency: str, path: str = "") -> str:
-        return self.urls[agency] + path
-
-    def knobs(self, agency: str, **knobs: Any) -> dict[str, Any]:
-        answer = requests.post(
-            self.url(agency, "/_sandbox/faults"), json=knobs, timeout=5
-        )
-        assert answer.status_code == 200, answer.text
-        return answer.json()
-
-    def stats(self, agency: str) -> dict[str, Any]:
-        return requests.get(self.url(agency, "/_sandbox/stats"), timeout=5).json()
-
-    def last_requests(self, agency: str, limit: int = 5) -> list[dict[str, Any]]:
-        return requests.get(
-            self.url(agency, f"/_sandbox/requests?limit={limit}"), timeout=5
-        ).json()
-
-    def clean(self) -> None:
-        for agency in AGENCIES:
-            requests.delete(
-                self.url(agency, "/_sandbox/faults"), timeout=5
-            ).raise_for_status()
-            requests.post(
-                self.url(agency, "/_sandbox/reset"), timeout=5
-            ).raise_for_status()
-
-
-def start_sandbox(*extra: str) -> tuple[subprocess.Popen, dict[str, str]]:
-    """Run ``python -m sandbox`` on free ports and wait for ``SANDBOX READY``."""
-    command = [sys.executable, "-m", "sandbox"]
-    for agency in AGENCIES:
-        command += [f"--{agency}-port", "0"]
-    # A file rather than a pipe, so a chatty stderr can never block the sandbox.
-    errors = tempfile.TemporaryFile(mode="w+")  # noqa: SIM115 - lives as long as the process
-    process = subprocess.Popen(
-        [*command, *extra],
-        cwd=REPO,
-        stdout=subprocess.PIPE,
-        stderr=errors,
-        text=True,
-        env={**os.environ, "PYTHONUNBUFFERED": "1"},
-    )
-    process.errors = errors  # type: ignore[attr-defined]  # see stderr_of()
-    urls: dict[str, str] = {}
-    deadline = time.monotonic() + 20
-    while time.monotonic() < deadline:
-        line = process.stdout.readline()
-        if not line:
-            process.wait(timeout=5)
-            errors.seek(0)
-            raise RuntimeError(f"sandbox exited early: {errors.read()}")
-        parts = line.split()
-        if parts == ["SANDBOX", "READY"]:
-            return process, urls
-        if len(parts) == 3 and parts[0] == "SANDBOX":
-            urls[parts[1]] = parts[2]
-    process.kill()
-    raise RuntimeError("sandbox did not become ready in time")
-
-
-def stderr_of(process: subprocess.Popen) -> str:
-    """What a sandbox started by ``start_sandbox`` has written to stderr so far."""
-    process.errors.seek(0)
-    return process.errors.read()
-
-
-def stop_sandbox(process: subprocess.Popen) -> int:
-    process.send_signal(signal.SIGTERM)
-    try:
-        return process.wait(timeout=10)
-    except subprocess.TimeoutExpired:
-        process.kill()
-        raise
-
-
 @pytest.fixture(scope="module")
 def callback_receiver():
     receiver = CallbackReceiver()
@@ -164,33 +70,34 @@ def callback_receiver():
 
 
 @pytest.fixture(scope="module")
-def sandbox(callback_receiver):
-    process, urls = start_sandbox(
-        "--callback-url",
-        callback_receiver.url,
-        "--callback-secret",
-        CALLBACK_SECRET,
-        "--decision-delay",
-        str(DECISION_DELAY),
-        "--faults",
-        json.dumps({"company-registry": {"reject_if_contains": "REJECT"}}),
+def sandbox(callback_receiver, tmp_path_factory):
+    box = start_sandbox(
+        tmp_path_factory.mktemp("sandbox") / "sandbox.log",
+        callback_url=callback_receiver.url,
+        callback_secret=CALLBACK_SECRET,
+        decision_delay=DECISION_DELAY,
+        faults=json.dumps({"company-registry": {"reject_if_contains": "REJECT"}}),
     )
-    assert set(urls) == set(AGENCIES)
-    yield SandboxProcess(process, urls)
-    assert stop_sandbox(process) == 0
-
-
-class Launcher:
-    """Starts and stops extra sandbox processes for start-up and shutdown tests."""
-
-    start = staticmethod(start_sandbox)
-    stop = staticmethod(stop_sandbox)
-    stderr = staticmethod(stderr_of)
+    box.callback_secret = CALLBACK_SECRET
+    box.decision_delay = DECISION_DELAY
+    assert set(box.urls) == set(SANDBOX_AGENCIES)
+    yield box
+    assert box.stop() == 0
 
 
 @pytest.fixture
-def launcher() -> type[Launcher]:
-    return Launcher
+def launcher(tmp_path):
+    """Starts extra sandbox processes for start-up and shutdown tests (``launcher(*options)``);
+    stops any still running afterwards."""
+    started = []
+
+    def launch(*options: str):
+        box = start_sandbox(tmp_path / f"sandbox-{len(started)}.log", *options)
+        started.append(box)
+        return box
+    yield launch
+    for box in started:
+        box.stop()
 
 
 @pytest.fixture(autouse=True)

@@ -128,7 +128,7 @@ def test_request_log_on_the_wire_names_headers_as_sent(sandbox):
     )
     assert conn.getresponse().read()
     conn.close()
-    [entry] = sandbox.last_requests("company-registry", 1)
+    [entry] = sandbox.requests("company-registry", 1)
     assert ISO_SECOND.fullmatch(entry["time"])
     assert entry == {
         "time": entry["time"],

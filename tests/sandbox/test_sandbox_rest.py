@@ -119,10 +119,10 @@ def test_registry_refuses_bad_input(sandbox):
 
 def test_injected_failure_is_not_filed_and_its_retry_is_not_a_duplicate(sandbox):
     request_id = key()
-    sandbox.knobs("company-registry", failure_rate=1.0)
+    sandbox.faults("company-registry", failure_rate=1.0)
     failed = register(sandbox, request_id)
     assert failed.status_code == 503 and "error" in failed.json()
-    sandbox.knobs("company-registry", failure_rate=0)
+    sandbox.faults("company-registry", failure_rate=0)
     retried = register(sandbox, request_id)
     assert retried.status_code == 201
     stats = sandbox.stats("company-registry")
@@ -133,7 +133,7 @@ def test_injected_failure_is_not_filed_and_its_retry_is_not_a_duplicate(sandbox)
 
 
 def test_outage_answers_503_until_it_ends_but_control_routes_work(sandbox):
-    sandbox.knobs("company-registry", outage_seconds=0.6)
+    sandbox.faults("company-registry", outage_seconds=0.6)
     assert register(sandbox, key()).status_code == 503
     assert (
         requests.get(sandbox.url("company-registry", "/_sandbox/stats")).status_code
@@ -144,7 +144,7 @@ def test_outage_answers_503_until_it_ends_but_control_routes_work(sandbox):
 
 
 def test_latency_knob_slows_answers(sandbox):
-    sandbox.knobs("company-registry", latency_ms=300)
+    sandbox.faults("company-registry", latency_ms=300)
     started = time.monotonic()
     register(sandbox, key())
     assert time.monotonic() - started >= 0.3
@@ -159,7 +159,7 @@ def test_unknown_knob_is_refused_with_a_hint(sandbox):
 
 def test_requests_log_shows_headers_on_the_wire(sandbox):
     register(sandbox, key(), headers={"X-Road-Client": "ID/GOV/1/gateway"})
-    last = sandbox.last_requests("company-registry", 1)[0]
+    last = sandbox.requests("company-registry", 1)[0]
     assert last["method"] == "POST" and last["path"] == "/companies"
     assert last["headers"]["X-Road-Client"] == "ID/GOV/1/gateway"
     assert json.loads(last["body"])["company_name"] == COMPANY["company_name"]
@@ -195,7 +195,7 @@ AUTH_CASES = {
 @pytest.mark.parametrize("kind", sorted(AUTH_CASES))
 def test_header_auth_accepts_right_and_refuses_wrong_or_missing(sandbox, kind):
     knob, good, bad = AUTH_CASES[kind]
-    sandbox.knobs("company-registry", auth=knob)
+    sandbox.faults("company-registry", auth=knob)
     assert register(sandbox, key(), headers=dict(good)).status_code == 201
     assert register(sandbox, key(), headers=dict(bad)).status_code == 401
     refused = register(sandbox, key())
@@ -210,7 +210,7 @@ def test_header_auth_accepts_right_and_refuses_wrong_or_missing(sandbox, kind):
 
 
 def test_hmac_auth_checks_signature_and_freshness(sandbox):
-    sandbox.knobs("company-registry", auth={"type": "hmac", "secret": "s"})
+    sandbox.faults("company-registry", auth={"type": "hmac", "secret": "s"})
     body = json.dumps(COMPANY).encode()
 
     def post(signature: str) -> int:
@@ -297,7 +297,7 @@ def test_municipality_retries_a_failed_callback_with_backoff(
 def test_municipality_cancel_before_decision_sends_cancelled(
     sandbox, callback_receiver
 ):
-    sandbox.knobs("municipality", decision_delay=5)
+    sandbox.faults("municipality", decision_delay=5)
     permit = file_permit(sandbox, key()).json()
     url = sandbox.url("municipality", f"/permits/{permit['permit_id']}")
     cancelled = requests.delete(url)
@@ -318,7 +318,7 @@ def test_municipality_cannot_cancel_a_decided_permit(sandbox, callback_receiver)
 
 
 def test_municipality_without_callback_url_decides_at_once(sandbox, callback_receiver):
-    sandbox.knobs("municipality", callback_url="")
+    sandbox.faults("municipality", callback_url="")
     answer = file_permit(sandbox, key())
     assert answer.status_code == 200 and answer.json()["status"] == "APPROVED"
     rejected = file_permit(sandbox, key(), {**COMPANY, "company_name": "REJECT"})
@@ -328,10 +328,10 @@ def test_municipality_without_callback_url_decides_at_once(sandbox, callback_rec
 
 def test_unknown_fault_agency_stops_start_up_with_a_message(launcher):
     with pytest.raises(RuntimeError, match="unknown agency"):
-        launcher.start("--faults", '{"tax-ofice": {"latency_ms": 1}}')
+        launcher("--faults", '{"tax-ofice": {"latency_ms": 1}}')
 
 
 def test_sigterm_stops_the_sandbox_cleanly(launcher):
-    process, urls = launcher.start()
-    assert requests.get(urls["municipality"] + "/_sandbox/health").status_code == 200
-    assert launcher.stop(process) == 0
+    box = launcher()
+    assert requests.get(box.urls["municipality"] + "/_sandbox/health").status_code == 200
+    assert box.stop() == 0

@@ -93,7 +93,7 @@ def test_a_kept_alive_connection_serves_the_wsdl_and_a_soap_call(sandbox):
 
 
 def test_slow_calls_are_answered_side_by_side(sandbox):
-    sandbox.knobs("company-registry", latency_ms=500)
+    sandbox.faults("company-registry", latency_ms=500)
     calls = 20
     url = sandbox.url("company-registry")
     started = time.monotonic()
@@ -119,7 +119,8 @@ def test_peak_in_flight_counts_agency_calls_and_starts_again_at_reset(sandbox):
 
 def test_the_threads_option_caps_the_calls_one_agency_answers_at_once(launcher):
     faults = json.dumps({"company-registry": {"latency_ms": 300}})
-    process, urls = launcher.start("--threads", "2", "--faults", faults)
+    box = launcher("--threads", "2", "--faults", faults)
+    urls = box.urls
     try:
         with ThreadPoolExecutor(6) as pool:
             statuses = list(
@@ -131,14 +132,15 @@ def test_the_threads_option_caps_the_calls_one_agency_answers_at_once(launcher):
         ).json()
         assert stats["peak_in_flight"] == 2
         # Waitress warns of its queue depth: not a word of it without --verbose.
-        assert launcher.stderr(process) == ""
+        assert box.stderr() == ""
     finally:
-        assert launcher.stop(process) == 0
+        assert box.stop() == 0
 
 
 def test_sigterm_answers_the_call_in_flight_and_closes_idle_connections(launcher):
     faults = json.dumps({"company-registry": {"latency_ms": 500}})
-    process, urls = launcher.start("--faults", faults)
+    box = launcher("--faults", faults)
+    urls = box.urls
     registry = urls["company-registry"]
     idle = connection(urls["municipality"])
     assert exchange(idle, "GET", "/_sandbox/health").status == 200
@@ -151,22 +153,23 @@ def test_sigterm_answers_the_call_in_flight_and_closes_idle_connections(launcher
         and not requests.get(registry + "/_sandbox/requests", timeout=5).json()
     ):
         time.sleep(0.02)  # until the sandbox has the call (it sleeps after recording)
-    assert launcher.stop(process) == 0
+    assert box.stop() == 0
     call.join(10)
     assert answers == [201]
-    assert launcher.stderr(process) == ""
+    assert box.stderr() == ""
     # The idle connection was closed by the sandbox, not left to time out.
     assert idle.sock.recv(1) == b""
     idle.close()
 
 
 def test_verbose_logs_one_line_per_request(launcher):
-    process, urls = launcher.start("--verbose")
+    box = launcher("--verbose")
+    urls = box.urls
     try:
         requests.get(urls["company-registry"] + "/_sandbox/health", timeout=5)
         assert register(urls["company-registry"]) == 201
     finally:
-        assert launcher.stop(process) == 0
-    log = launcher.stderr(process)
+        assert box.stop() == 0
+    log = box.stderr()
     assert 'company-registry 127.0.0.1 "GET /_sandbox/health HTTP/1.1" 200' in log
     assert 'company-registry 127.0.0.1 "POST /companies HTTP/1.1" 201' in log

@@ -121,7 +121,7 @@ def test_tax_office_faults_on_missing_fields_and_unknown_lookup(sandbox):
 def test_tax_office_injected_failure_is_a_server_fault_and_retry_files(sandbox):
     tax = client(sandbox, "tax-office")
     request_id = key()
-    sandbox.knobs("tax-office", failure_rate=1.0)
+    sandbox.faults("tax-office", failure_rate=1.0)
     with pytest.raises(Fault) as failed:
         register(tax, request_id)
     assert (
@@ -129,7 +129,7 @@ def test_tax_office_injected_failure_is_a_server_fault_and_retry_files(sandbox):
         and failed.value.message == "temporarily unavailable"
     )
     assert post_raw(sandbox, register_envelope(key())).status_code == 503
-    sandbox.knobs("tax-office", failure_rate=0)
+    sandbox.faults("tax-office", failure_rate=0)
     assert register(tax, request_id).status_code == 50
     stats = sandbox.stats("tax-office")
     assert stats["duplicates"] == 0 and stats["retries_after_failure"] == 1
@@ -137,7 +137,7 @@ def test_tax_office_injected_failure_is_a_server_fault_and_retry_files(sandbox):
 
 def test_tax_office_outage_is_a_server_fault(sandbox):
     tax = client(sandbox, "tax-office")
-    sandbox.knobs("tax-office", outage_seconds=30)
+    sandbox.faults("tax-office", outage_seconds=30)
     with pytest.raises(Fault) as down:
         register(tax, key())
     assert down.value.code.endswith("Server")
@@ -147,7 +147,7 @@ def test_tax_office_outage_is_a_server_fault(sandbox):
     "use_digest", [False, True], ids=["PasswordText", "PasswordDigest"]
 )
 def test_wsse_username_token_is_checked(sandbox, use_digest):
-    sandbox.knobs(
+    sandbox.faults(
         "tax-office", auth={"type": "wsse", "username": "djp", "password": "rahasia"}
     )
     good = client(
@@ -164,7 +164,7 @@ def test_wsse_username_token_is_checked(sandbox, use_digest):
 
 
 def test_basic_auth_guards_the_soap_endpoint_too(sandbox):
-    sandbox.knobs(
+    sandbox.faults(
         "tax-office", auth={"type": "basic", "username": "u", "password": "p"}
     )
     session = requests.Session()
@@ -193,7 +193,7 @@ def test_xroad_headers_are_echoed_back_unchanged(sandbox):
     for sent_el, got_el in zip(original, echoed):
         assert _exclusive_c14n(sent_el) == _exclusive_c14n(got_el)
     assert root.find(f".//{{{TAX_TNS}}}npwp") is not None
-    assert message_id in sandbox.last_requests("tax-office", 1)[0]["body"]
+    assert message_id in sandbox.requests("tax-office", 1)[0]["body"]
 
 
 def test_plain_requests_get_no_xroad_header(sandbox):
@@ -202,14 +202,14 @@ def test_plain_requests_get_no_xroad_header(sandbox):
 
 
 def test_bad_answer_malformed_is_not_well_formed_xml(sandbox):
-    sandbox.knobs("tax-office", bad_answer="malformed")
+    sandbox.faults("tax-office", bad_answer="malformed")
     answer = post_raw(sandbox, register_envelope(key()))
     with pytest.raises(etree.XMLSyntaxError):
         etree.fromstring(answer.content)
 
 
 def test_bad_answer_xxe_declares_an_external_entity(sandbox):
-    sandbox.knobs("tax-office", bad_answer="xxe")
+    sandbox.faults("tax-office", bad_answer="xxe")
     answer = post_raw(sandbox, register_envelope(key())).content
     assert b"<!DOCTYPE" in answer and b'SYSTEM "file:///etc/passwd"' in answer
     assert b"&xxe;" in answer
@@ -221,7 +221,7 @@ def test_bad_answer_xxe_declares_an_external_entity(sandbox):
 
 
 def test_bad_answer_billion_laughs_nests_entities(sandbox):
-    sandbox.knobs("tax-office", bad_answer="billion_laughs")
+    sandbox.faults("tax-office", bad_answer="billion_laughs")
     answer = post_raw(sandbox, register_envelope(key())).content
     assert b'<!ENTITY lol9 "&lol8;&lol8;' in answer and b"&lol9;" in answer
     # zeep refuses the entities, or libxml2's amplification guard does
@@ -230,7 +230,7 @@ def test_bad_answer_billion_laughs_nests_entities(sandbox):
 
 
 def test_bad_answer_wrong_shape_lacks_npwp(sandbox):
-    sandbox.knobs("tax-office", bad_answer="wrong_shape")
+    sandbox.faults("tax-office", bad_answer="wrong_shape")
     answer = post_raw(sandbox, register_envelope(key()))
     root = etree.fromstring(answer.content)
     assert root.find(f".//{{{TAX_TNS}}}RegisterTaxpayerResult") is not None
@@ -304,7 +304,7 @@ def test_social_security_unknown_ticket_and_lookup_are_client_faults(sandbox):
 
 
 def test_social_security_wrong_shape_lacks_ticket(sandbox):
-    sandbox.knobs("social-security", bad_answer="wrong_shape")
+    sandbox.faults("social-security", bad_answer="wrong_shape")
     assert enrol(client(sandbox, "social-security"), key()).ticket is None
 
 

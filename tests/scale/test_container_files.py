@@ -248,7 +248,7 @@ def test_every_setting_in_the_gunicorn_config_is_one_gunicorn_knows(monkeypatch)
     for key in names:
         config.set(key, namespace[key])  # validates each value the way gunicorn does
     from gunicorn.workers.gthread import ThreadWorker
-    assert config.worker_class_str == "gateway.serving.KeepingThreadWorker"
+    assert config.worker_class_str == "gthread"
     assert issubclass(config.worker_class, ThreadWorker)  # gthread, as `satupintu serve` runs it
 
 

@@ -10,7 +10,7 @@ import time
 
 import pytest
 import requests
-from support import wait_until
+from support import address, listening_socket, wait_until
 
 from core.settings import Settings
 from gateway.api import ratelimit
@@ -61,10 +61,13 @@ def test_a_bad_setting_is_refused():
 def serve(env, tmp_path, rate_limit):
     """`satupintu serve` with three gunicorn workers and the limit ``rate_limit``."""
     log = (tmp_path / "serve.log").open("wb")
+    listener = listening_socket()  # gunicorn takes it over as fd://N: port 0, never released
     proc = subprocess.Popen([sys.executable, "-m", "gateway.cli", "serve"], stdout=log, stderr=subprocess.STDOUT,
-                            env=dict(os.environ, **env, SATUPINTU_WEB_WORKERS="3", SATUPINTU_RATE_LIMIT=rate_limit),
-                            start_new_session=True)
-    url = f"http://{env['SATUPINTU_BIND']}"
+                            env=dict(os.environ, **env, SATUPINTU_WEB_WORKERS="3", SATUPINTU_RATE_LIMIT=rate_limit,
+                                     SATUPINTU_BIND=f"fd://{listener.fileno()}"),
+                            start_new_session=True, pass_fds=(listener.fileno(),))
+    url = f"http://{address(listener)}"
+    listener.close()  # gunicorn holds it now
 
     def up():
         assert proc.poll() is None, (tmp_path / "serve.log").read_text()[-2000:]
