@@ -129,10 +129,10 @@ def cmd_clients(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def cmd_dead_letters(args: argparse.Namespace, settings: Settings) -> int:
-    from gateway import dead_letters
     if args.dl_command == "replay" and not (args.id or args.agency or args.all):
         print("say which: an ID, --agency A, or --all", file=sys.stderr)
         return 2
+    from gateway import dead_letters
     store = open_store(settings)
     if args.dl_command == "list":
         rows = dead_letters.list_open(store, agency=args.agency)
