@@ -25,6 +25,7 @@ from support import (
     free_port,
     listening_socket,
     sandbox_env_name,
+    sandbox_first,
     start_sandbox,
     wait_until,
 )
@@ -139,12 +140,6 @@ def catalog(settings, request: pytest.FixtureRequest):
     sandbox_first(request)
     return load_catalog(settings.config_dir)
 
-
-def sandbox_first(request: pytest.FixtureRequest) -> None:
-    """Start the test's sandbox before its catalog is read, when it uses one: the catalog
-    reads the agencies' endpoints from the URLs the sandbox reported."""
-    if "sandbox" in request.fixturenames:
-        request.getfixturevalue("sandbox")
 
 
 # --- the gateway in-process -------------------------------------------------------------

@@ -21,7 +21,7 @@ import pytest
 import requests
 
 __all__ = ["AMQP_URL", "SANDBOX_AGENCIES", "BrokerHandle", "Proc", "RecordingChannel", "Sandbox", "Stack",
-           "accept_forever", "address", "edit_yaml", "free_port", "listening_socket", "queue_exists", "sandbox_env_name",
+           "accept_forever", "address", "edit_yaml", "free_port", "listening_socket", "queue_exists", "sandbox_env_name", "sandbox_first",
            "start_sandbox", "wait_until"]
 
 AMQP_URL = os.environ.get("SATUPINTU_AMQP_URL", "amqp://guest:guest@127.0.0.1:5672/%2F")
@@ -196,6 +196,14 @@ class Sandbox:
         """What it wrote besides the ``SANDBOX ...`` lines that report where it listens."""
         return "".join(line for line in self.proc.output().splitlines(keepends=True)
                        if not line.startswith("SANDBOX "))
+
+
+def sandbox_first(request: Any) -> None:
+    """Start the test's sandbox before its catalog is read, when it uses one (a
+    ``catalog`` fixture calls this): the catalog reads the agencies' endpoints from the
+    URLs the sandbox reported."""
+    if "sandbox" in request.fixturenames:
+        request.getfixturevalue("sandbox")
 
 
 def start_sandbox(log: Path, *options: str, env: dict[str, str] | None = None,

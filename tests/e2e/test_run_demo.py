@@ -32,7 +32,8 @@ def children(pid: int) -> dict[int, str]:
 @pytest.fixture
 def demo(env, broker, tmp_path):
     log = tmp_path / "run.log"
-    run_env = dict(os.environ, **env)
+    # Port 0: `run` binds the gateway's address itself, and prints where it got.
+    run_env = dict(os.environ, **env, SATUPINTU_BIND="127.0.0.1:0")
     process = subprocess.Popen([sys.executable, "-m", "gateway.cli", "run", "--demo"], env=run_env, cwd=tmp_path,
                                stdout=log.open("wb"), stderr=subprocess.STDOUT, start_new_session=True)
 
@@ -42,6 +43,10 @@ def demo(env, broker, tmp_path):
         match = re.search(r"^SATUPINTU_API_KEY=(\S+)$", log.read_text(), re.M)
         return match and match.group(1)
     api_key = wait_until(key, 60, message="the API key line")
+    output = log.read_text()
+    run_env["SATUPINTU_URL"] = re.search(r"^SATUPINTU_URL=(http://\S+)$", output, re.M).group(1)
+    for agency in ("company-registry", "municipality", "tax-office", "social-security"):
+        assert re.search(rf"^sandbox {agency}: http://127\.0\.0\.1:\d+ ", output, re.M), output  # DESIGN §6
     yield process, api_key, run_env, log
     if process.poll() is None:
         os.killpg(process.pid, signal.SIGKILL)

@@ -18,7 +18,7 @@ import pytest
 import requests
 from catalogs import reliability_catalog
 from sqlalchemy import func, select
-from support import wait_until
+from support import sandbox_first, wait_until
 
 TERMINAL = {"completed", "rejected", "failed", "cancelled"}
 
@@ -27,8 +27,6 @@ TERMINAL = {"completed", "rejected", "failed", "cancelled"}
 def catalog(env: dict[str, str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch, request):  # noqa: ANN001, ANN201
     """The demo catalog with sub-second retry tiers and lookup-before-resend everywhere,
     read once the test's sandbox (if it has one) reported its ports."""
-    from conftest import sandbox_first
-
     from gateway.catalog import load_catalog
     sandbox_first(request)
     folder = reliability_catalog(tmp_path / "config", retry={"max_attempts": 3, "delays": [0.2, 0.5]},
