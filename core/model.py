@@ -101,6 +101,20 @@ class Agency:
 
 
 @dataclass(frozen=True)
+class DocumentKind:
+    """A kind of document a service takes (the KTP scan, the deed): what an upload of it may be."""
+
+    title: str
+    required: bool = False
+    media_types: tuple[str, ...] = ("application/pdf",)
+    max_bytes: int = 10 * 1024 * 1024
+
+    def public(self) -> dict[str, Any]:
+        return {"title": self.title, "required": self.required, "media_types": list(self.media_types),
+                "max_bytes": self.max_bytes}
+
+
+@dataclass(frozen=True)
 class Step:
     """One step of a service: an agency operation and how to build its request."""
 
@@ -111,6 +125,8 @@ class Step:
     request: dict[str, str]
     compiled: dict[str, Any] = field(compare=False, repr=False, default_factory=dict)
     title: str | None = None
+    # The document kinds this step's agency receives.
+    documents: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -127,6 +143,7 @@ class Service:
     sla_hours: float | None = None
     sla_working_days: float | None = None
     description: str | None = None
+    documents: dict[str, DocumentKind] = field(default_factory=dict)
 
     @property
     def after(self) -> dict[str, tuple[str, ...]]:
@@ -138,7 +155,9 @@ class Service:
             "id": self.id, "title": self.title, "version": self.version, "description": self.description,
             "input_schema": self.input_schema,
             "steps": [{"step": s.name, "agency": s.agency, "operation": s.operation, "after": list(s.after),
-                       "title": s.title} for s in (self.steps[n] for n in self.order)],
+                       "title": s.title, "documents": list(s.documents)}
+                      for s in (self.steps[n] for n in self.order)],
+            "documents": {kind: rules.public() for kind, rules in self.documents.items()},
         }
 
 

@@ -23,7 +23,7 @@ from broker.limits import maintenance_problems
 from core.domain.dag import check_dag
 from core.domain.errors import ConfigError
 from core.domain.mapping import compile_mapping
-from core.model import Agency, Catalog, Service, Step
+from core.model import Agency, Catalog, DocumentKind, Service, Step
 
 from .mapping_check import before, mapping_problems
 
@@ -159,8 +159,13 @@ def _load_service(path: Path, validator: jsonschema.protocols.Validator, agencie
     except (ValueError, jsonschema.SchemaError) as exc:
         problems.append(f"{file}: input_schema: {schema_path} is not a valid JSON Schema: {exc}")
         input_schema = {}
+    documents = {kind: DocumentKind(title=rules["title"], required=rules.get("required", False),
+                                    media_types=tuple(rules["media_types"]), max_bytes=rules["max_bytes"])
+                 for kind, rules in doc.get("documents", {}).items()}
     steps = {}
     for name, step in doc["steps"].items():
+        problems.extend(f"{file}: steps.{name}.documents: the service declares no document kind {kind!r}"
+                        for kind in step.get("documents", ()) if kind not in documents)
         try:
             compiled = compile_mapping(step["request"], file=file, field=f"steps.{name}.request")
         except ConfigError as exc:
@@ -168,7 +173,7 @@ def _load_service(path: Path, validator: jsonschema.protocols.Validator, agencie
             compiled = {}
         steps[name] = Step(name=name, agency=step["agency"], operation=step["operation"],
                            after=tuple(step.get("after", ())), request=step["request"], compiled=compiled,
-                           title=step.get("title"))
+                           title=step.get("title"), documents=tuple(step.get("documents", ())))
     try:
         order = check_dag({n: s.after for n, s in steps.items()}, file=file)
     except ConfigError as exc:
@@ -186,4 +191,5 @@ def _load_service(path: Path, validator: jsonschema.protocols.Validator, agencie
     sla = doc.get("sla", {})
     return Service(id=doc["id"], title=doc["title"], version=doc["version"], input_schema=input_schema,
                    steps=steps, file=file, order=tuple(order), sla_hours=sla.get("hours"),
-                   sla_working_days=sla.get("working_days"), description=doc.get("description"))
+                   sla_working_days=sla.get("working_days"), description=doc.get("description"),
+                   documents=documents)
