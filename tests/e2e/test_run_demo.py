@@ -33,7 +33,7 @@ def children(pid: int) -> dict[int, str]:
 def demo(env, broker, tmp_path):
     log = tmp_path / "run.log"
     # Port 0: `run` binds the gateway's address itself, and prints where it got.
-    run_env = dict(os.environ, **env, SATUPINTU_BIND="127.0.0.1:0")
+    run_env = dict(os.environ, **env) | {"SATUPINTU_BIND": "127.0.0.1:0"}
     process = subprocess.Popen([sys.executable, "-m", "gateway.cli", "run", "--demo"], env=run_env, cwd=tmp_path,
                                stdout=log.open("wb"), stderr=subprocess.STDOUT, start_new_session=True)
 
