@@ -19,8 +19,7 @@ queues and exchanges are deleted at the end.
 (``postgresql://postgres@127.0.0.1:5432/postgres``) to create and drop a database of our
 own.  Reports CPU ms per event (the process's CPU time around the feed, so the database
 server's own CPU is not in it) and statements per event (every statement SQLAlchemy sends
-to the driver, an ``executemany`` counting once, the tracker's own driver statements
-(``records.DriverStatement``) included; ``BEGIN``/``COMMIT`` not included).
+to the driver, an ``executemany`` counting once; ``BEGIN``/``COMMIT`` not included).
 """
 
 from __future__ import annotations
@@ -188,19 +187,11 @@ def run(admin: str | None, *, bundles: int, batch: int, sent: bool, webhook: boo
 
         statements = 0
 
-        def count(*_args: Any) -> None:
+        def count(_conn: Any, _cursor: Any, statement: str, *_args: Any) -> None:
             nonlocal statements
-            statements += 1
+            if statement.split(None, 1)[0].upper() not in ("BEGIN", "COMMIT", "ROLLBACK"):
+                statements += 1
         sa_event.listen(engine, "before_cursor_execute", count)
-        from gateway.store import records
-        driver_run = getattr(records, "DriverStatement", None)
-        if driver_run is not None:  # the tracker's own driver statements count too
-            original_run = driver_run._run
-
-            def counted_run(self: Any, *args: Any, **kwargs: Any) -> Any:
-                count()
-                return original_run(self, *args, **kwargs)
-            driver_run._run = counted_run
         namespace = f"bench-trk-{uuid.uuid4().hex[:8]}"
         urls = (broker,) if broker else ()
         tracker = Tracker(engine, catalog, amqp_urls=urls, namespace=namespace, batch=batch)
@@ -223,8 +214,6 @@ def run(admin: str | None, *, bundles: int, batch: int, sent: bool, webhook: boo
         finally:
             if broker:
                 _delete_namespace(broker, tracker.names, agencies)
-            if driver_run is not None:
-                driver_run._run = original_run
         sa_event.remove(engine, "before_cursor_execute", count)
 
         with engine.connect() as conn:

@@ -1,6 +1,6 @@
 """``satupintu audit verify``: recompute every application's event hash chain.
 
-Each event row holds the hash of its application's previous row (``records.add_event``),
+Each event row holds the hash of its application's previous row (``store/chain.py``),
 so editing a row, deleting one from the middle, or reordering rows breaks the chain at
 the first row affected.  The chain is per application, not global, so trackers applying
 events of different applications never wait on one another.
@@ -22,8 +22,9 @@ from typing import Any
 
 from sqlalchemy import Engine, func, select
 
-from .store import records
 from .store import tables as t
+from .store.chain import GENESIS, event_hash
+from .store.shared import now
 
 # Rows newer than this are left out of a new anchor: on PostgreSQL a transaction that took
 # a lower id may still be committing, and would then appear "inside" an anchor later.
@@ -61,26 +62,25 @@ def verify(engine: Engine, *, anchor: str | None = None) -> Report:
     at_settled: dict[str, tuple[int, str]] = {}  # heads as of the newest settled row (the new anchor)
     with engine.connect().execution_options(readonly=True) as conn:
         settled = conn.execute(select(func.max(t.events.c.id)).where(
-            t.events.c.recorded_at < records.now() - ANCHOR_SETTLE)).scalar() or 0
-        for row in conn.execute(select(t.events).order_by(t.events.c.id)).yield_per(1000):
-            count, expected_prev = last.get(row.application_id, (0, records.GENESIS))
-            if row.prev_hash != expected_prev:
-                report.broken = {"id": row.id, "application_id": row.application_id,
+            t.events.c.recorded_at < now() - ANCHOR_SETTLE)).scalar() or 0
+        for row in conn.execute(select(t.events).order_by(t.events.c.id)).yield_per(1000).mappings():
+            application_id = row["application_id"]
+            count, expected_prev = last.get(application_id, (0, GENESIS))
+            if row["prev_hash"] != expected_prev:
+                report.broken = {"id": row["id"], "application_id": application_id,
                                  "problem": "prev_hash does not match the previous row of this application "
                                             "(a row before it was deleted, edited or reordered)"}
                 return report
-            fields = {k: getattr(row, k) for k in ("event_id", "application_id", "request_id", "step", "type",
-                                                    "status", "detail", "cause")}
-            if records.event_hash(row.prev_hash, fields, row.occurred_at) != row.hash:
-                report.broken = {"id": row.id, "application_id": row.application_id,
+            if event_hash(row["prev_hash"], row, row["occurred_at"]) != row["hash"]:
+                report.broken = {"id": row["id"], "application_id": application_id,
                                  "problem": "hash does not match the row's content (the row was edited)"}
                 return report
-            last[row.application_id] = (count + 1, row.hash)
+            last[application_id] = (count + 1, row["hash"])
             report.events += 1
-            if anchor_id is not None and row.id <= anchor_id:
-                at_check[row.application_id] = last[row.application_id]
-            if row.id <= settled:
-                at_settled[row.application_id] = last[row.application_id]
+            if anchor_id is not None and row["id"] <= anchor_id:
+                at_check[application_id] = last[application_id]
+            if row["id"] <= settled:
+                at_settled[application_id] = last[application_id]
     report.applications, report.heads = len(last), last
     if anchor_id is not None and anchor_digest(at_check) != expected:
         report.broken = {"id": anchor_id, "application_id": None,

@@ -34,7 +34,6 @@ TIMEOUT = (3, 10)
 # Built once: constructing a statement per call costs more than executing it.
 _WEBHOOK_URL = select(t.clients.c.webhook_url).where(t.clients.c.id == bindparam("client_id"))
 _INSERT_WEBHOOK = insert(t.webhooks)
-_INSERT_WEBHOOKS = records.DriverStatement(insert(t.webhooks).inline())  # the tracker batch's, on the driver
 
 
 def enqueue(conn: Connection, app: Any, status: str, *, cause: str) -> None:
@@ -63,7 +62,8 @@ def defer(conn: Connection) -> None:
 def write_deferred(conn: Connection) -> None:
     """Write the deliveries kept since ``defer``, in the order they were recorded."""
     rows = records.transaction_memo(conn, "deferred_webhooks").pop("rows", None)
-    _INSERT_WEBHOOKS.executemany(conn, rows)
+    if rows:
+        conn.execute(_INSERT_WEBHOOK, rows)
 
 
 def _webhook_url(conn: Connection, client_id: str) -> str | None:

@@ -139,7 +139,7 @@ def apply_event(conn: Connection, catalog: Catalog, event: dict[str, Any]) -> bo
         else:
             conn.execute(records.UPDATE_REQUEST, dict(values, request_row_id=request.id))
             # The rows as they now are in the store, without reading them again.
-            request = SimpleNamespace(**dict(request._mapping, **values))
+            request = SimpleNamespace(**({key: getattr(request, key) for key in t.requests.c.keys()} | values))
             rows = [request if r.id == request.id else r for r in rows]
     if not changed:
         if (current is RequestStatus.CANCELLED and new in (RequestStatus.ACCEPTED, RequestStatus.APPROVED)
@@ -358,19 +358,4 @@ class Tracker:
             channel.basic_nack(last_tag, multiple=True, requeue=True)
             return
         # Every delivery of this channel up to last_tag is in the batch or already rejected.
-        _ack(channel, last_tag)
-
-
-def _ack(channel: Any, tag: int) -> None:
-    """``basic_ack(tag, multiple=True)``, the frame left in the connection's output buffer.
-
-    ``BlockingChannel.basic_ack`` also runs the ioloop until the frame is written (a poll
-    per batch); ``run`` polls again at once anyway, and writes it then.  Should the
-    connection be lost before that, the batch is redelivered and its event ids found
-    stored: nothing is applied twice.  (The frame and its order are the same either way.)
-    """
-    impl = getattr(channel, "_impl", None)  # pika's BlockingChannel wraps the channel proper
-    if impl is not None and hasattr(impl, "basic_ack"):
-        impl.basic_ack(delivery_tag=tag, multiple=True)
-    else:
-        channel.basic_ack(tag, multiple=True)
+        channel.basic_ack(last_tag, multiple=True)

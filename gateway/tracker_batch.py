@@ -26,9 +26,6 @@ _LOCK_APPLICATIONS = (select(t.applications)
 _REQUESTS = (select(t.requests).where(t.requests.c.application_id.in_(bindparam("application_ids", expanding=True)))
              .order_by(t.requests.c.application_id, t.requests.c.step))
 _REQUEST_COLUMNS = ("status", "attempts", "updated_at", "agency_reference", "reason")
-# Run on the driver (``records.DriverStatement``): the batch's rows in one ``fetchall`` each.
-_LOCK_APPLICATIONS_DRIVER = records.DriverStatement(_LOCK_APPLICATIONS)
-_REQUESTS_DRIVER = records.DriverStatement(_REQUESTS)
 
 
 class EventBatch:
@@ -77,11 +74,11 @@ class EventBatch:
         chain heads, and look up which of ``event_ids`` are stored already."""
         ids = sorted({i for i in application_ids if i})
         if ids:
-            for row in _LOCK_APPLICATIONS_DRIVER.rows(conn, {"application_ids": ids}):
+            for row in conn.execute(_LOCK_APPLICATIONS, {"application_ids": ids}).mappings():
                 self.apps[row["id"]] = SimpleNamespace(**row)
                 self.requests[row["id"]] = []
             if self.apps:
-                for row in _REQUESTS_DRIVER.rows(conn, {"application_ids": sorted(self.apps)}):
+                for row in conn.execute(_REQUESTS, {"application_ids": sorted(self.apps)}).mappings():
                     self.requests[row["application_id"]].append(SimpleNamespace(**row))
         records.defer_events(conn, [i for i in event_ids if i], self.apps)
         notifier.defer(conn)
@@ -90,12 +87,12 @@ class EventBatch:
         """The application row (locked) and its request rows; read now if ``load`` did not."""
         if application_id in self.apps:
             return self.apps[application_id], self.requests[application_id]
-        app = records.application_row(conn, application_id, lock=True)
-        if app is None:
+        found = conn.execute(_LOCK_APPLICATIONS, {"application_ids": [application_id]}).mappings().first()
+        if found is None:
             return None, []  # not kept: the next event for it asks the store again
-        app = self.apps[application_id] = SimpleNamespace(**app._mapping)
-        rows = self.requests[application_id] = [SimpleNamespace(**r._mapping)
-                                                for r in records.request_rows(conn, app.id)]
+        app = self.apps[application_id] = SimpleNamespace(**found)
+        rows = self.requests[application_id] = [
+            SimpleNamespace(**r) for r in conn.execute(_REQUESTS, {"application_ids": [app.id]}).mappings()]
         return app, rows
 
     def write_request(self, request: SimpleNamespace, values: dict[str, Any]) -> None:
@@ -121,10 +118,12 @@ class EventBatch:
             else:
                 plain.append(values)
         for params in (plain, with_output):
-            records.UPDATE_REQUESTS.executemany(conn, params)  # every row of one executemany sets the same columns
-        records.SET_APPLICATIONS_STATUS.executemany(
-            conn, [{"app_id": app.id, "new_status": app.status, "moment": app.updated_at}
-                   for app in self.app_writes.values()])
+            if params:  # every row of one executemany sets the same columns
+                conn.execute(records.UPDATE_REQUEST, params)
+        if self.app_writes:
+            conn.execute(records.SET_APPLICATION_STATUS,
+                         [{"app_id": app.id, "new_status": app.status, "moment": app.updated_at}
+                          for app in self.app_writes.values()])
         records.write_deferred_events(conn)
         notifier.write_deferred(conn)
         self.forget()

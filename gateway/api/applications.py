@@ -35,7 +35,7 @@ def raw_body(req: Request | None = None) -> bytes:
     a body that fills the limit exactly is therefore taken as too large.
     """
     if req is None:
-        req = request._get_current_object()
+        req = request
     raw = req.get_data(cache=True)
     most = current_app.config.get("MAX_CONTENT_LENGTH")
     if most is not None and req.content_length is None and len(raw) >= most:
@@ -47,7 +47,7 @@ def raw_body(req: Request | None = None) -> bytes:
 def json_body(req: Request | None = None) -> Any:
     """The request body as JSON, or a 4xx problem that says what is wrong with it."""
     if req is None:
-        req = request._get_current_object()
+        req = request
     mimetype = req.mimetype
     if not mimetype or mimetype != "application/json":
         raise Problem(415, "Unsupported Media Type", "send the body as application/json",
@@ -168,7 +168,7 @@ def _check_envelope(body: Any, services: dict[str, Any]) -> None:
 @bp.post("/applications")
 @require("submit")
 def submit() -> Response:
-    req = request._get_current_object()  # one proxy lookup, not one per use
+    req = request
     key = req.headers.get("Idempotency-Key")
     if key is not None and not (1 <= len(key) <= 200 and key.isprintable()):
         raise Problem(400, "Bad Request", "Idempotency-Key must be 1 to 200 printable characters",
@@ -178,7 +178,7 @@ def submit() -> Response:
     c = ctx()
     _check_envelope(body, c.catalog.services)
     document, _created = apps.submit(c.engine, c.catalog, g.client, body, key)
-    response = Response(records.json_text(document), status=202, mimetype="application/json")  # json.dumps's text
+    response = Response(json.dumps(document), status=202, mimetype="application/json")
     # What url_for("applications.read") gives, without building it through the URL map.
     response.headers["Location"] = f"{req.script_root}{bp.url_prefix}/applications/{document['id']}"
     return response

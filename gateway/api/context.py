@@ -50,7 +50,7 @@ def _key_from_request(req: Request, operators: bool) -> str | None:
 
 
 def authenticate(c: Context | None = None) -> clients.Client:
-    req = request._get_current_object()  # one proxy lookup, not one per use
+    req = request
     operators = req.path.startswith("/ops")
     key = _key_from_request(req, operators)
     if not key:

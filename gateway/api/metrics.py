@@ -124,7 +124,7 @@ _NOT_PARSED = object()
 @bp.after_app_request
 def count_submissions(response: Response) -> Response:
     """``satupintu_submissions_total{service, outcome}`` for every POST /v1/applications."""
-    req = request._get_current_object()  # one proxy lookup, not one per use
+    req = request
     if req.method == "POST" and req.path == "/v1/applications":
         service = "unknown"
         try:

@@ -43,7 +43,7 @@ _FORMS = ("application/x-www-form-urlencoded", "multipart/form-data")
 def refuse_nul_bytes() -> Response | None:
     """400 for a NUL byte in the path, the query or a form: no store keeps one (PostgreSQL
     refuses them in text), so they are turned away before any view sees them."""
-    req = request._get_current_object()  # one proxy lookup, not one per use
+    req = request
     values = [req.path]
     # Only a NUL byte or its escape in the raw query string can put one in ``args``: parsing
     # them (every request, for nothing) is left to the requests that carry one.

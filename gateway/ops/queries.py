@@ -211,6 +211,10 @@ def open_dead_letters(conn: Connection, *, limit: int = 200) -> list[dict[str, A
 
 # --- agencies and queues -----------------------------------------------------------------
 
+def _ms(seconds: float | None) -> float | None:
+    return None if seconds is None else round(seconds * 1000, 1)
+
+
 def agencies(conn: Connection, settings: Settings, catalog: Catalog, *, minutes: int = 30) -> list[dict[str, Any]]:
     calls = health.agency_calls(conn)
     dead = dict(conn.execute(select(t.dead_letters.c.agency, func.count())
@@ -231,7 +235,7 @@ def agencies(conn: Connection, settings: Settings, catalog: Catalog, *, minutes:
             "id": agency.id, "name": agency.name, "adapter": agency.adapter, "decisions": agency.decisions,
             "calls": c.calls, "successes": c.successes, "failures": c.failures,
             "success_rate": None if rate is None else round(rate, 4),
-            "p50_ms": health._ms(c.percentile(0.5)), "p95_ms": health._ms(c.percentile(0.95)),
+            "p50_ms": _ms(c.percentile(0.5)), "p95_ms": _ms(c.percentile(0.95)),
             "queue_depth": q.messages if q else None, "consumers": q.consumers if q else None,
             "open_requests": waiting.get(agency.id, 0), "dead_letters": dead.get(agency.id, 0),
             "circuit": circuits.get(agency.id, "n/a"),

@@ -1,12 +1,12 @@
-"""A submission's rows are written straight through the driver (``store/bulk.py``): they must
-read back through SQLAlchemy exactly as they were meant, on SQLite and PostgreSQL alike."""
+"""A submission's rows, worked out in memory and written together with those of other
+submissions (``store/sqlite.py``), read back exactly as they were meant, on SQLite and
+PostgreSQL alike."""
 
 import datetime as dt
 import threading
 
 import pytest
 from sqlalchemy import select
-from sqlalchemy.exc import IntegrityError
 
 from gateway import audit
 from gateway.store import tables as t
@@ -45,32 +45,8 @@ def test_stored_rows_keep_their_types(client, auth, example, engine):
     assert report.broken is None and report.events == len(events)
 
 
-def test_a_row_the_store_refuses_is_an_integrity_error(client, auth, example, engine):
-    from gateway.applications import _INSERT_REQUESTS
-    answer = submit(client, auth, example)
-    with engine.connect() as conn:
-        row = conn.execute(select(t.requests).where(t.requests.c.application_id == answer["id"])).first()
-    with pytest.raises(IntegrityError), engine.begin() as conn:
-        _INSERT_REQUESTS.write(conn, _INSERT_REQUESTS.encode(conn.dialect, [row._asdict()]))  # the same request id again
-
-
-def test_many_rows_go_in_as_many_statements_as_the_driver_allows(client, auth, example, engine):
-    from gateway.applications import _INSERT_REQUESTS
-    answer = submit(client, auth, example)
-    with engine.connect() as conn:
-        row = conn.execute(select(t.requests).where(t.requests.c.application_id == answer["id"])).first()._asdict()
-    rows = [dict(row, id=f"req_{i:032x}", step=f"step-{i:04d}") for i in range(250)]  # > 999 SQLite variables
-    with engine.begin() as conn:
-        _INSERT_REQUESTS.write(conn, _INSERT_REQUESTS.encode(conn.dialect, rows))
-    with engine.connect() as conn:
-        stored = conn.execute(select(t.requests.c.step, t.requests.c.updated_at)
-                              .where(t.requests.c.step.like("step-%")).order_by(t.requests.c.step)).all()
-    assert [s.step for s in stored] == [r["step"] for r in rows]
-    assert {s.updated_at for s in stored} == {row["updated_at"]}
-
-
 def test_submissions_at_once_each_get_their_own_answer(app, auth, example, engine):
-    """Submissions that arrive together share write transactions (``store/group_commit.py``):
+    """Submissions that arrive together share write transactions (``store/sqlite.py``):
     each is stored whole, a repeated Idempotency-Key gives the first one's answer, and the
     audit chain of every application holds."""
     answers: dict[str, list] = {}
@@ -112,8 +88,8 @@ def unmappable(config_dir):
 
 def test_an_application_settled_at_submission_queues_its_webhook_in_the_same_transaction(
         unmappable, app, make_key, engine, example):
-    """The one case where a submission's transaction needs a SQLAlchemy ``Connection``
-    (``notifier.enqueue``)."""
+    """A submission settled at once (every step failed its mapping or was skipped) queues its
+    webhook delivery in the transaction that stores it (``notifier.enqueue``)."""
     key = make_key("submit", "read", webhook_url="http://127.0.0.1:9/hook")
     response = app.test_client().post("/v1/applications", json=example,
                                       headers={"Authorization": f"Bearer {key}", "Idempotency-Key": "settled"})

@@ -15,7 +15,7 @@ from gateway import clients
 from gateway.applications import _NewApplication
 from gateway.ops import queries, queues
 from gateway.store import tables as t
-from gateway.store.group_commit import GroupCommit, _Ticket
+from gateway.store.sqlite import apply_together
 
 NIK = "3171012345670123"
 OTHER_NIK = "3271999988887777"
@@ -89,7 +89,8 @@ def test_submissions_written_together_each_keep_their_own_nik_rows(engine, catal
               {"service": service.id, "data": {"applicant": {"name": "no NIK here"}}},
               {"service": service.id, "data": {"applicant": {"nik": OTHER_NIK}, "spouse": {"nik": NIK}}}]
     news = [_NewApplication(service, client, body, None, "0" * 64) for body in bodies]
-    GroupCommit(engine)._transaction([_Ticket(n.writes(engine.dialect)) for n in news])  # one group, one commit
+    with engine.begin() as conn:  # one group, one commit
+        apply_together(conn, [n.writes() for n in news])
     assert sorted(nik_rows(engine)) == sorted([(news[0].app.id, masking.nik_hash(NIK)),
                                                (news[2].app.id, masking.nik_hash(OTHER_NIK)),
                                                (news[2].app.id, masking.nik_hash(NIK))])

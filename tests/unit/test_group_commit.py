@@ -1,42 +1,42 @@
-"""Group commit (``gateway/store/group_commit.py``): writes that arrive while a transaction
+"""Group commit (``gateway/store/sqlite.py``): writes that arrive while a transaction
 runs share the next one; each write gets exactly its own outcome, whatever its company."""
 
 import threading
 import time
 
 import pytest
-from sqlalchemy import JSON, Column, MetaData, String, Table, select
+from sqlalchemy import JSON, Column, MetaData, String, Table, event, select
 from sqlalchemy.exc import IntegrityError
 
-from gateway.store.bulk import BulkInsert
-from gateway.store.engine import _WRITERS, make_engine
-from gateway.store.group_commit import GroupCommit, Writes
+from gateway.store import sqlite
+from gateway.store.engine import make_engine
+from gateway.store.sqlite import GroupCommit, Writes
 
 metadata = MetaData()
 things = Table("things", metadata, Column("id", String, primary_key=True), Column("value", JSON))
 notes = Table("notes", metadata, Column("id", String, primary_key=True), Column("about", String))
-INSERT_THINGS = BulkInsert(things, ("id", "value"))
-INSERT_NOTES = BulkInsert(notes, ("id", "about"))
 
 
 @pytest.fixture
 def engine(tmp_path):
     engine = make_engine(f"sqlite:///{tmp_path / 'group.db'}")
     metadata.create_all(engine)
+    engine.commits = 0  # write transactions committed since the tables were made
+
+    @event.listens_for(engine, "commit")
+    def count(_conn):
+        engine.commits += 1
     yield engine
     engine.dispose()
 
 
 def writes(engine, thing_id, *, then=None):
-    return Writes([(INSERT_THINGS, INSERT_THINGS.encode(engine.dialect, [{"id": thing_id, "value": {"n": thing_id}}])),
-                   (INSERT_NOTES, INSERT_NOTES.encode(engine.dialect, [{"id": f"note-{thing_id}",
-                                                                         "about": thing_id}]))], then=then)
+    return Writes([(things, [{"id": thing_id, "value": {"n": thing_id}}]),
+                   (notes, [{"id": f"note-{thing_id}", "about": thing_id}])], then=then)
 
 
 def commits(engine):
-    """Write commits on ``engine`` since its tables were made (the writer queue counts them
-    for its checkpoints, whichever way the transaction went)."""
-    return _WRITERS[engine]._commits - 1
+    return engine.commits
 
 
 def stored(engine, table=things):
@@ -138,13 +138,12 @@ def test_groups_are_capped(engine):
 def test_one_group_per_engine_which_it_does_not_keep_alive(tmp_path):
     import gc
 
-    from gateway.store import group_commit as module
     engine = make_engine(f"sqlite:///{tmp_path / 'alive.db'}")
-    assert module.group_commit(engine) is module.group_commit(engine)
+    assert sqlite.group_commit(engine) is sqlite.group_commit(engine)
     engine.dispose()
     del engine
     gc.collect()
-    assert not any(str(tmp_path) in str(e.url) for e in list(module._GROUPS))
+    assert not any(str(tmp_path) in str(e.url) for e in list(sqlite._GROUPS))
 
 
 def test_a_forked_child_starts_afresh(engine):

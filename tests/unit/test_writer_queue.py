@@ -1,4 +1,4 @@
-"""The SQLite writer queue (``gateway/store/engine.py``): one writer at a time, across threads
+"""The SQLite writer queue (``gateway/store/sqlite.py``): one writer at a time, across threads
 and processes alike, re-entrant per thread, and never left locked by a thread that ended."""
 
 import gc
@@ -6,11 +6,11 @@ import threading
 
 from support import impatient_sqlite_engine, sqlite_write_lock_held, writer_lock_free_elsewhere
 
-from gateway.store.engine import _WriterQueue
+from gateway.store.sqlite import WriterQueue
 
 
 def test_a_writer_keeps_other_threads_out_until_its_outermost_release(tmp_path):
-    queue = _WriterQueue(str(tmp_path / "s.db"))
+    queue = WriterQueue(str(tmp_path / "s.db"))
     queue.acquire()
     queue.acquire()  # a nested write of the same thread does not wait for itself
     assert not writer_lock_free_elsewhere(queue)
@@ -21,7 +21,7 @@ def test_a_writer_keeps_other_threads_out_until_its_outermost_release(tmp_path):
 
 
 def test_a_thread_that_ends_holding_the_lock_lets_the_next_writer_in(tmp_path):
-    queue = _WriterQueue(str(tmp_path / "s.db"))
+    queue = WriterQueue(str(tmp_path / "s.db"))
     thread = threading.Thread(target=queue.acquire)
     thread.start()
     thread.join(5)
@@ -31,7 +31,7 @@ def test_a_thread_that_ends_holding_the_lock_lets_the_next_writer_in(tmp_path):
 
 
 def test_writers_take_turns(tmp_path):
-    queue = _WriterQueue(str(tmp_path / "s.db"))
+    queue = WriterQueue(str(tmp_path / "s.db"))
     inside, most = [0], [0]
     guard = threading.Lock()
 
