@@ -47,7 +47,7 @@ def _serve() -> None:
     scheduler = Scheduler()  # the registry's app takes none, but build_app() asks for one
     desk = build_app(Agency(AGENCY_ID, PROTOCOLS[AGENCY_ID]), scheduler)
     server = AgencyServer(AGENCY_ID, desk, "127.0.0.1", 0, threads=settings.threads,
-                          connection_limit=settings.connection_limit, quick=desk.is_quick)
+                          connection_limit=settings.connection_limit)
     print(server.start(), flush=True)
     sys.stdin.read()  # until the parent closes our stdin
     server.begin_stop()

@@ -25,14 +25,13 @@ from typing import Any
 
 from sqlalchemy import func, select
 
-from gateway import serving
 from gateway.store import tables as t
-from gateway.supervisor import free_port, wait_http
+from gateway.supervisor import wait_http
 
 from . import seed
 from .load import drive, percentile, reader, submitter
 from .procstats import Sampler, listener_pid
-from .stack import DEMO_CATALOG, REPO, Process, Stack, StackConfig
+from .stack import DEMO_CATALOG, REPO, Process, Stack, StackConfig, free_port
 
 # Event types only workers publish (one message each); "retry" also costs a retry-tier publish.
 WORKER_EVENTS = ("attempt", "outcome", "poll", "retry", "deferred", "cancel-failed",
@@ -248,7 +247,7 @@ def ceiling(options: Options) -> dict[str, Any]:
     threaded = ["--workers", "2", "--threads", "8", "--keep-alive", "55"]
     models = {"sync 2": ["--workers", "2", "--worker-class", "sync"],
               "gthread 2x8": [*threaded, "--worker-class", "gthread"],
-              "gateway's 2x8": [*threaded, "--worker-class", serving.worker_class()]}
+              "gateway's 2x8": [*threaded, "--worker-class", "gthread"]}
     results = {}
     for label, argv in models.items():
         port = free_port()

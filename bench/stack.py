@@ -20,7 +20,7 @@ import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from gateway.supervisor import free_port, wait_http
+from gateway.supervisor import wait_http
 
 REPO = Path(__file__).resolve().parents[1]
 BENCH_CATALOG = Path(__file__).resolve().parent / "catalog"
@@ -28,6 +28,15 @@ DEMO_CATALOG = REPO / "config"
 DEMO_AGENCIES = ("company-registry", "municipality", "tax-office", "social-security")
 BENCH_AGENCIES = ("registry-a", "registry-b", "registry-c")
 DEFAULT_AMQP = "amqp://guest:guest@127.0.0.1:5672/%2F"
+
+
+def free_port() -> int:
+    """A port nobody listened on a moment ago (racy: the benchmark's own machine only).
+    The tests never do this: their servers bind port 0 and report it."""
+    import socket
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
 
 
 class StackError(RuntimeError):
