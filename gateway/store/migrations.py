@@ -17,7 +17,7 @@ from sqlalchemy import Connection, Engine, insert, inspect, select, text
 
 from core.domain.errors import StoreError
 
-from . import nik_index, tables
+from . import documents, nik_index, tables
 
 
 def _initial(conn: Connection) -> None:
@@ -66,6 +66,7 @@ MIGRATIONS: list[tuple[int, str, Callable[[Connection], None]]] = [
     (4, "application NIK hashes for the operators' search", _application_niks),
     (5, "agency references indexed once known, by themselves", _known_agency_references),
     (6, "front-office references indexed for the operators' search", _front_office_references),
+    (7, "uploaded documents and the applications that use them", documents.create_tables),
 ]
 
 # Rows a migration fills after its DDL has committed, in short transactions of their own
