@@ -121,13 +121,6 @@ def tls_settings(auth: dict[str, Any], verify: bool | str | None) -> tuple[bool 
     return verify, cert
 
 
-def configure_tls(session: requests.Session, auth: dict[str, Any], verify: bool | str | None) -> None:
-    """Server verification (``verify`` option: a CA bundle path or true) and mTLS client certificates."""
-    session.verify, cert = tls_settings(auth, verify)
-    if cert is not None:
-        session.cert = cert
-
-
 def wsse_token(auth: dict[str, Any]) -> Any:
     """A zeep WS-Security ``UsernameToken`` (text or digest) for ``auth: {type: wsse}``."""
     # Imported here: REST-only workers never load zeep.

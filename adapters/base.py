@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
 from core.domain.errors import AgencyError, UnsupportedOperation
+from core.settings import Settings
 
 
 class OutcomeKind(str, enum.Enum):
@@ -71,15 +72,17 @@ class Adapter:
     Subclasses set ``name`` and may set ``options_schema`` and ``operation_schema``
     (JSON Schemas for the agency file's ``options:`` section and for each entry of its
     ``operations:``; the catalog checks them at start-up, so unknown keys are errors).  ``agency`` is
-    the validated agency configuration (``gateway.catalog.Agency``).
+    the validated agency configuration (``core.model.Agency``); ``settings`` the process's
+    settings (the egress policy's flags), defaults when not given.
     """
 
     name: ClassVar[str] = ""
     options_schema: ClassVar[dict[str, Any]] = {"type": "object"}
     operation_schema: ClassVar[dict[str, Any]] = {"type": "object"}
 
-    def __init__(self, agency: Any) -> None:
+    def __init__(self, agency: Any, settings: Settings | None = None) -> None:
         self.agency = agency
+        self.settings = settings if settings is not None else Settings()
 
     def send(self, request: AgencyRequest) -> Outcome:
         raise NotImplementedError

@@ -1,15 +1,14 @@
-"""A total time for blocking HTTP calls made through ``requests`` (the SOAP adapter's zeep).
+"""A total time for blocking HTTP calls (every agency call, REST or SOAP).
 
 ``requests`` and ``http.client`` know only per-read timeouts: an agency (or a proxy) that
 sends one byte just before each read timeout keeps a call -- and the worker's slot for
 that agency -- for ever, in the answer's head as well as in its body.  Here a call runs
 inside ``REAPER.watch(seconds)``; every socket the egress-guarded connections create or
-reuse on that thread meanwhile is noted (``REAPER.note``), and a single reaper thread
-shuts those sockets down when the time is up.  The blocked read then fails at once, and
-the caller, seeing ``watch.expired``, reports the deadline rather than a broken answer.
-
-The REST adapter does not need this: its own exchange checks the deadline as bytes arrive
-(``adapters.http_exchange.read_answer``).
+reuse on that thread meanwhile is noted (``REAPER.note``, from their public ``connect()``
+and ``request()``), and a single reaper thread shuts those sockets down (``socket.shutdown``)
+when the time is up.  The blocked read then fails at once, and the caller
+(``adapters.transport``), seeing ``watch.expired``, reports the deadline rather than a
+broken answer.
 """
 
 from __future__ import annotations

@@ -2,11 +2,9 @@
 
 Each operation names a method and a path template; the payload goes as the JSON body
 (POST, PUT, PATCH), the stable request id in the idempotency header, the answer is read
-(bounded) and mapped by ``adapters.answers``.  Redirects are never followed, every call
-has explicit (connect, read) timeouts, and a ``RestTransport`` (headers, auth, TLS,
-connections made by urllib3's egress-checking classes and kept per origin;
-adapters/rest_transport.py, the exchange itself in adapters/http_exchange.py) is built
-once, lazily, and shared by the worker's threads.
+(bounded) and mapped by ``adapters.answers``.  The agency's one session
+(``adapters.transport``: egress policy, total time, answer cap, auth, TLS, no redirects)
+is built once, lazily, and shared by the worker's threads.
 """
 
 from __future__ import annotations
@@ -19,6 +17,9 @@ import threading
 from typing import Any, ClassVar
 from urllib.parse import quote, urlsplit
 
+import requests
+from requests.structures import CaseInsensitiveDict
+
 from core.domain.errors import (
     AgencyError,
     ConfigError,
@@ -27,28 +28,15 @@ from core.domain.errors import (
     UnsupportedOperation,
 )
 from core.masking import raw_excerpt
+from core.settings import Settings
 
 from . import xroad as xroad_protocol
 from .answers import RESPONSE_SCHEMA, map_answer, response_problems
-from .auth import auth_problems, requests_auth, tls_settings
+from .auth import auth_problems, requests_auth
 from .base import Adapter, AgencyRequest, Outcome, OutcomeKind
 from .egress import policy_for_agency
-from .rest_transport import (
-    DEFAULT_HEADERS,
-    Answer,
-    AnswerTimedOut,
-    BadRequest,
-    BrokenOff,
-    ConnectionFailed,
-    ConnectTimedOut,
-    ReadTimedOut,
-    RestTransport,
-    TlsFailed,
-    TooLarge,
-)
+from .transport import DEFAULT_MAX_ANSWER_BYTES, agency_error, agency_session
 
-USER_AGENT = "satupintu-adapter/1"
-DEFAULT_MAX_ANSWER_BYTES = 1024 * 1024
 BODY_METHODS = frozenset({"POST", "PUT", "PATCH"})
 SUB_OPERATIONS = {"poll": "GET", "cancel": "DELETE", "lookup": "GET"}
 REST_AUTH_TYPES = {"none", "bearer", "basic", "api_key", "hmac", "mtls"}
@@ -124,13 +112,6 @@ def template_problems(template: str, where: str) -> list[str]:
             if not name.isidentifier()]
 
 
-def _host_allowed(url: str, allowed: list[str] | None) -> bool:
-    if not allowed:
-        return True
-    host = (urlsplit(url).hostname or "").lower()
-    return any(host == a.lower() or (a.startswith(".") and host.endswith(a.lower())) for a in allowed)
-
-
 class RestAdapter(Adapter):
     """An agency with a JSON-over-HTTP API (optionally behind an X-Road security server)."""
 
@@ -154,17 +135,18 @@ class RestAdapter(Adapter):
         "properties": {**_CALL_PROPERTIES, **{name: _SUB_OPERATION_SCHEMA for name in SUB_OPERATIONS}},
     }
 
-    def __init__(self, agency: Any) -> None:
-        super().__init__(agency)
+    def __init__(self, agency: Any, settings: Settings | None = None) -> None:
+        super().__init__(agency, settings)
         options = agency.options or {}
         self._transient = _status_matcher(options["transient_statuses"]) if "transient_statuses" in options \
             else DEFAULT_TRANSIENT
         self._permanent = _status_matcher(options.get("permanent_statuses", []))
         self._max_bytes = int(options.get("max_answer_bytes", DEFAULT_MAX_ANSWER_BYTES))
-        self._allowed_hosts = options.get("allowed_hosts")
-        self._static_headers = dict(options.get("headers", {}))
+        self._static_headers = CaseInsensitiveDict(options.get("headers", {}))
         self._xroad = xroad_protocol.XRoad.from_agency(agency)
-        self._transport: RestTransport | None = None
+        self._policy = policy_for_agency(agency, self.settings)
+        self._timeout = (agency.connect_timeout, agency.read_timeout)
+        self._session: requests.Session | None = None
         self._lock = threading.Lock()
 
     # -- the operations ---------------------------------------------------------------
@@ -201,16 +183,17 @@ class RestAdapter(Adapter):
                 problems += [f"{agency.file}: {p}" for p in response_problems(call.get("response"), f"{where}.response")]
                 problems += [f"{agency.file}: {p}" for p in template_problems(call.get("path", ""), f"{where}.path")]
         base = self._xroad.security_server if self._xroad else agency.endpoint
-        if not _host_allowed(base, self._allowed_hosts):
-            problems.append(f"{agency.file}: options.allowed_hosts: {base} is not an allowed host")
+        problem = self._policy.host_problem(urlsplit(base).hostname or "")
+        if problem:
+            problems.append(f"{agency.file}: endpoint: {problem}")
         return problems
 
     def close(self) -> None:
         with self._lock:
-            transport, self._transport = self._transport, None
-        if transport is not None:
+            session, self._session = self._session, None
+        if session is not None:
             with contextlib.suppress(Exception):  # close() never raises
-                transport.close()
+                session.close()
 
     # -- internals --------------------------------------------------------------------
 
@@ -232,26 +215,17 @@ class RestAdapter(Adapter):
         parent = self._operation(request)
         return {**sub, "service_code": sub.get("service_code") or parent.get("service_code") or request.operation}
 
-    def transport(self) -> RestTransport:
-        """The shared transport, built on first use (headers, auth, TLS, connection pools)."""
-        transport = self._transport
-        if transport is not None:
-            return transport
+    def session(self) -> requests.Session:
+        """The agency's one session, built on first use (headers, auth, TLS, connection pools)."""
+        session = self._session
+        if session is not None:
+            return session
         with self._lock:
-            if self._transport is None:
-                self._transport = self._build_transport()
-            return self._transport
-
-    def _build_transport(self) -> RestTransport:
-        agency = self.agency
-        auth = agency.auth or {}
-        verify, cert = tls_settings(auth, (agency.options or {}).get("verify"))
-        # Only the hosts the agency file names, never link-local or metadata addresses (adapters/egress.py).
-        return RestTransport(policy_for_agency(agency),
-                             headers={"User-Agent": USER_AGENT, **DEFAULT_HEADERS, **self._static_headers},
-                             auth=requests_auth(auth), verify=verify, cert=cert,
-                             connect_timeout=agency.connect_timeout, read_timeout=agency.read_timeout,
-                             total_timeout=agency.total_timeout, maxsize=max(agency.concurrency, 10))
+            if self._session is None:
+                headers = {"Accept": "application/json", **dict(self._static_headers)}
+                self._session = agency_session(self.agency, self.settings, total_timeout=self.agency.total_timeout,
+                                               headers=headers)
+            return self._session
 
     def _fail(self, cls: type[AgencyError], message: str, request: AgencyRequest, *,
               status_code: int | None = None, raw: bytes | str | None = None) -> AgencyError:
@@ -269,10 +243,8 @@ class RestAdapter(Adapter):
             headers.update(self._xroad.rest_headers(request.request_id, request.application_id))
         else:
             url = agency.endpoint + path
-        if not _host_allowed(url, self._allowed_hosts):
-            raise self._fail(PermanentAgencyError, f"{urlsplit(url).hostname} is not in options.allowed_hosts", request)
         try:
-            transport = self.transport()
+            session = self.session()
         except ConfigError as exc:
             raise self._fail(PermanentAgencyError, f"cannot set up the connection: {exc}", request) from exc
 
@@ -283,37 +255,20 @@ class RestAdapter(Adapter):
             except (TypeError, ValueError) as exc:
                 raise self._fail(PermanentAgencyError, f"{_where(method, url)}: bad request: the payload is not JSON: {exc}",
                                  request) from exc
+            if "content-type" not in self._static_headers:
+                headers["Content-Type"] = "application/json"
         try:
-            reply = transport.call(method, url, headers, body, self._max_bytes)
-        except ConnectTimedOut as exc:
-            raise self._fail(TransientAgencyError, f"{_where(method, url)}: no connection within {agency.connect_timeout:g} s",
-                             request) from exc
-        except AnswerTimedOut as exc:
-            raise self._fail(TransientAgencyError, f"{_where(method, url)}: answer not complete within "
-                             f"{agency.total_timeout:g} s (timeouts.total)", request) from exc
-        except ReadTimedOut as exc:
-            raise self._fail(TransientAgencyError, f"{_where(method, url)}: no answer within {agency.read_timeout:g} s",
-                             request) from exc
-        except TlsFailed as exc:
-            raise self._fail(PermanentAgencyError, f"{_where(method, url)}: TLS failed: {exc}", request) from exc
-        except BadRequest as exc:
-            raise self._fail(PermanentAgencyError, f"{_where(method, url)}: bad request: {exc}", request) from exc
-        except TooLarge as exc:
-            raise self._fail(PermanentAgencyError,
-                             f"{_where(method, url)}: answer larger than {self._max_bytes} bytes (options.max_answer_bytes)",
-                             request, status_code=exc.status, raw=exc.partial) from exc
-        except BrokenOff as exc:
-            raise self._fail(TransientAgencyError, f"{_where(method, url)}: answer broken off: {exc}", request,
-                             status_code=exc.status) from exc
-        except ConnectionFailed as exc:
-            raise self._fail(TransientAgencyError, f"{_where(method, url)}: connection failed: {exc}", request) from exc
+            reply = session.request(method, url, data=body, headers=headers, timeout=self._timeout)
+        except (requests.RequestException, ValueError) as exc:
+            raise agency_error(exc, agency=agency.id, request_id=request.request_id, where=_where(method, url),
+                               timeout=self._timeout) from exc
         return self._interpret(request, spec, operation, method, url, reply,
                                default_kind=default_kind, missing_is_none=missing_is_none)
 
     def _interpret(self, request: AgencyRequest, spec: dict[str, Any], operation: str, method: str, url: str,
-                   reply: Answer, *, default_kind: OutcomeKind | None,
+                   reply: requests.Response, *, default_kind: OutcomeKind | None,
                    missing_is_none: bool) -> Outcome | None:
-        code, body = reply.status, reply.body
+        code, body = reply.status_code, reply.content
         success = _success_statuses(tuple(spec["success_statuses"])) if "success_statuses" in spec else DEFAULT_SUCCESS
         if missing_is_none and code == 404:
             return None

@@ -23,22 +23,24 @@ from core.domain.errors import (
     UnsupportedOperation,
 )
 from core.masking import PERSONAL_FIELDS
+from core.settings import Settings
 
 from . import xroad as xroad_protocol
 from .answers import RESPONSE_SCHEMA, jsonable, map_answer, response_problems
-from .auth import AUTH_FIELDS, auth_problems, configure_tls, requests_auth, wsse_token
+from .auth import AUTH_FIELDS, auth_problems, wsse_token
 from .base import Adapter, AgencyRequest, Outcome, OutcomeKind
 from .egress import policy_for_agency
 from .plugins import AnswerCapture, HeaderAdder, MaskingLogger, call_headers
-from .rest import DEFAULT_MAX_ANSWER_BYTES
 from .soap_client import (
-    GuardedTransport,
+    AgencyTransport,
     build_client,
     choose_binding,
     load_document,
+    operation_names,
     wsdl_location,
 )
 from .soap_errors import FAULT_ACTIONS, NotFoundFault, translate
+from .transport import agency_session
 
 SUB_OPERATIONS = ("poll", "cancel", "lookup")
 _FAULTS = {"type": "object", "additionalProperties": {"enum": list(FAULT_ACTIONS)},
@@ -84,20 +86,21 @@ class SoapAdapter(Adapter):
         "properties": {**_CALL, **{name: _SUB for name in SUB_OPERATIONS}},
     }
 
-    def __init__(self, agency: Any) -> None:
-        super().__init__(agency)
+    def __init__(self, agency: Any, settings: Settings | None = None) -> None:
+        super().__init__(agency, settings)
         options = agency.options or {}
         self._strict = bool(options.get("strict", True))
         self._timeout = float(options.get("operation_timeout", agency.read_timeout))
         # The whole call's time (``timeouts.total``); an operation timeout of its own raises it
         # to at least twice that, so that a slow operation is never cut by the default.
-        self._total = agency.total_timeout
+        self.total_timeout = agency.total_timeout
         if "operation_timeout" in options:
-            self._total = max(self._total, 2 * self._timeout)
+            self.total_timeout = max(self.total_timeout, 2 * self._timeout)
         self._xroad = xroad_protocol.XRoad.from_agency(agency)
         self._address = self._xroad.security_server if self._xroad else agency.endpoint
         self._service: Any = None
         self._client: Any = None
+        self._operations: set[str] = set()
         self._lock = threading.Lock()
 
     # -- operations ------------------------------------------------------------------
@@ -127,10 +130,10 @@ class SoapAdapter(Adapter):
         agency, problems = self.agency, []
         problems += [f"{agency.file}: {p}" for p in auth_problems(agency.auth or {}, supported=set(AUTH_FIELDS))]
         try:
-            service = self._proxy()
+            self._proxy()
         except (AgencyError, ConfigError) as exc:
             return [*problems, f"{agency.file}: options.wsdl: {exc}"]
-        names = set(service._operations)
+        names = self._operations
         for name, op in agency.operations.items():
             calls = [(f"operations.{name}", op)] + [(f"operations.{name}.{s}", op[s]) for s in SUB_OPERATIONS if s in op]
             for where, call in calls:
@@ -183,33 +186,28 @@ class SoapAdapter(Adapter):
 
     def _build(self) -> Any:
         agency, options = self.agency, self.agency.options or {}
-        transport = GuardedTransport(connect_timeout=agency.connect_timeout, operation_timeout=self._timeout,
-                                     allowed_hosts=options.get("allowed_hosts"), egress=policy_for_agency(agency),
-                                     total_timeout=self._total,
-                                     max_bytes=int(options.get("max_answer_bytes", DEFAULT_MAX_ANSWER_BYTES)),
-                                     pool_size=max(int(getattr(agency, "concurrency", 10)), 10))
-        session = transport.session
-        session.headers["User-Agent"] = "satupintu-adapter/1"
         auth = agency.auth or {}
         try:
-            session.auth = requests_auth(auth)
-            configure_tls(session, auth, options.get("verify"))
+            session = agency_session(agency, self.settings, total_timeout=self.total_timeout)
             wsse = wsse_token(auth) if auth.get("type") == "wsse" else None
         except ConfigError as exc:
             raise PermanentAgencyError(f"agency {agency.id}: cannot set up the connection: {exc}",
                                        agency=agency.id) from exc
+        transport = AgencyTransport(session, connect_timeout=agency.connect_timeout, operation_timeout=self._timeout)
         location = wsdl_location(str(options["wsdl"]), agency.file)
+        hosts = policy_for_agency(agency, self.settings).allowed_hosts
         try:
-            document = load_document(location, transport, strict=self._strict)
+            document = load_document(location, transport, strict=self._strict, hosts=hosts)
             binding = choose_binding(document, soap_version=str(options.get("soap_version", "1.1")),
                                      service=options.get("service"), port=options.get("port"))
         except Exception as exc:
-            raise translate(exc, agency=agency.id, request_id="", where=f"loading WSDL {location}") from exc
+            raise translate(exc, agency=agency.id, request_id="", where=f"loading WSDL {location}",
+                            timeout=transport.load_timeout) from exc
         plugins = [HeaderAdder(http=options.get("headers")), AnswerCapture(),
                    MaskingLogger(PERSONAL_FIELDS | set(options.get("masked_elements", [])))]
-        client = build_client(document, transport, strict=self._strict, wsse=wsse, plugins=plugins)
-        self._client = client
-        return client.create_service(binding.name.text, self._address)
+        self._client = build_client(document, transport, strict=self._strict, wsse=wsse, plugins=plugins)
+        self._operations = operation_names(binding)
+        return self._client.create_service(binding.name.text, self._address)
 
     def _call(self, request: AgencyRequest, spec: dict[str, Any], operation: str, arguments: dict[str, Any], *,
               default_kind: OutcomeKind | None = None, lookup: bool = False,
@@ -242,6 +240,7 @@ class SoapAdapter(Adapter):
             answer_envelope = AnswerCapture.last()
         except Exception as exc:
             outcome_or_error = translate(exc, agency=agency.id, request_id=request.request_id, where=where,
+                                         timeout=(agency.connect_timeout, self._timeout),
                                          faults=spec.get("faults"), xroad=self._xroad is not None, lookup=lookup)
             if isinstance(outcome_or_error, Outcome):
                 return outcome_or_error

@@ -25,7 +25,7 @@ from core.masking import raw_excerpt
 
 from . import xroad as xroad_protocol
 from .base import Outcome, OutcomeKind
-from .soap_client import AnswerDeadline, AnswerTooLarge, HostNotAllowed
+from .transport import agency_error
 
 FAULT_ACTIONS = ("rejected", "transient", "permanent", "not_found")
 UNSAFE = (zeep_errors.DTDForbidden, zeep_errors.EntitiesForbidden, zeep_errors.ExternalReferenceForbidden)
@@ -55,10 +55,11 @@ def fault_action(code: str, message: str, faults: dict[str, str] | None, *, look
     return None
 
 
-def translate(exc: BaseException, *, agency: str, request_id: str, where: str,
+def translate(exc: BaseException, *, agency: str, request_id: str, where: str, timeout: tuple[float, float],
               faults: dict[str, str] | None = None, xroad: bool = False,
               lookup: bool = False) -> Outcome | Exception:
-    """The Outcome (a rejection by fault), or the error to raise, for ``exc``."""
+    """The Outcome (a rejection by fault), or the error to raise, for ``exc``; transport
+    failures are translated by ``adapters.transport.agency_error``, as for REST."""
     def error(cls: type[AgencyError], message: str, *, status_code: int | None = None,
               raw: Any = None) -> AgencyError:
         return cls(f"agency {agency}: {where}: {message}", agency=agency, request_id=request_id,
@@ -102,26 +103,12 @@ def translate(exc: BaseException, *, agency: str, request_id: str, where: str,
             return error(PermanentAgencyError, f"HTTP {status}{hint}", status_code=status, raw=raw)
         return error(PermanentAgencyError, f"malformed/unsafe answer: {str(exc).splitlines()[0]}",
                      status_code=status, raw=raw)
-    if isinstance(exc, requests.exceptions.TooManyRedirects):
-        return error(PermanentAgencyError, "redirects are not followed")
-    if isinstance(exc, AnswerDeadline):  # before Timeout, which it is
-        return error(TransientAgencyError, str(exc))
-    if isinstance(exc, AnswerTooLarge):
-        return error(PermanentAgencyError, str(exc))
-    if isinstance(exc, requests.exceptions.ConnectTimeout):
-        return error(TransientAgencyError, "no connection in time")
-    if isinstance(exc, requests.exceptions.Timeout):
-        return error(TransientAgencyError, "no answer in time (operation timeout)")
-    if isinstance(exc, requests.exceptions.SSLError):
-        return error(PermanentAgencyError, f"TLS failed: {exc}")
     if isinstance(exc, requests.exceptions.HTTPError):  # loading a WSDL: raise_for_status
         status = exc.response.status_code if exc.response is not None else None
         cls = TransientAgencyError if status and status >= 500 else PermanentAgencyError
         return error(cls, f"HTTP {status}", status_code=status)
-    if isinstance(exc, (requests.exceptions.ConnectionError, requests.exceptions.ChunkedEncodingError)):
-        return error(TransientAgencyError, f"connection failed: {exc}")
-    if isinstance(exc, HostNotAllowed):
-        return error(PermanentAgencyError, f"{exc} (options.allowed_hosts)")
+    if isinstance(exc, requests.exceptions.RequestException):
+        return agency_error(exc, agency=agency, request_id=request_id, where=where, timeout=timeout)
     if isinstance(exc, (zeep_errors.ValidationError, TypeError)):
         return error(PermanentAgencyError, f"the request does not fit the WSDL: {exc}")
     if isinstance(exc, LookupError):

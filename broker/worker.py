@@ -89,7 +89,7 @@ class Worker:
         """Build the adapters, limits, breakers and middleware; opens no connection."""
         for agency in self.agencies.values():
             if agency.id not in self.adapters:
-                self.adapters[agency.id] = adapter_class(agency.adapter, file=agency.file)(agency)
+                self.adapters[agency.id] = adapter_class(agency.adapter, file=agency.file)(agency, self.settings)
             self.limits[agency.id] = AgencyLimits(agency)
             self.breakers[agency.id] = breaker_for(agency, state_dir=self.settings.state_dir or None)
         # In the order of their ``before_*`` hooks: a deferral stops the ones after it, so the

@@ -10,6 +10,7 @@ from sqlalchemy import Connection, insert, select, update
 
 from adapters.egress import EgressPolicy, EgressRefused
 from core.domain.errors import Conflict, NotFound
+from core.settings import Settings
 
 from .store import records
 from .store import tables as t
@@ -68,7 +69,7 @@ def check_webhook_url(url: str) -> None:
     if len(url) > 2000:
         raise ValueError("the webhook URL is longer than 2000 characters")
     try:
-        EgressPolicy.from_env().check_url(url)
+        EgressPolicy.from_settings(Settings.from_env()).check_url(url)
     except EgressRefused as exc:
         raise ValueError(f"webhook URL refused: {exc}") from None
 

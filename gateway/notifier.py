@@ -19,7 +19,9 @@ from typing import Any
 import requests
 from sqlalchemy import Connection, Engine, bindparam, insert, or_, select, update
 
-from adapters.egress import guard_session
+from adapters.egress import EgressPolicy
+from adapters.transport import guard_session
+from core.settings import Settings
 
 from . import signatures
 from .store import records
@@ -86,7 +88,7 @@ class Notifier:
         self.idle_wait = idle_wait
         self.stopping = threading.Event()
         # Webhook URLs are the clients' to choose: never link-local or metadata addresses.
-        self.session = guard_session(requests.Session())
+        self.session = guard_session(requests.Session(), EgressPolicy.from_settings(Settings.from_env()))
         self.session.trust_env = False
 
     def stop(self) -> None:

@@ -89,7 +89,7 @@ def cmd_config_check(_args: argparse.Namespace, settings: Settings) -> int:
         return 1
     problems = 0
     for agency in catalog.agencies.values():
-        adapter = adapter_class(agency.adapter)(agency)
+        adapter = adapter_class(agency.adapter)(agency, settings)
         try:
             found = adapter.check()
         finally:

@@ -1,4 +1,4 @@
-"""The SOAP adapter's total time and answer size (adapters/deadlines.py, adapters/soap_client.py).
+"""The SOAP adapter's total time and answer size (adapters/deadlines.py, adapters/transport.py).
 
 A hand-made agency on a real socket sends its answer one byte at a time, each byte well
 within the read timeout, in the head or in the body: the call must end as a transient
@@ -21,7 +21,9 @@ from test_soap_and_xroad import OPS, WSDL, answer, envelope
 from adapters.deadlines import REAPER
 from adapters.soap import SoapAdapter
 from adapters.soap_client import forget_documents
+from adapters.transport import agency_session
 from core.domain.errors import PermanentAgencyError, TransientAgencyError
+from core.settings import Settings
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -178,10 +180,10 @@ def test_an_operation_timeout_of_its_own_raises_the_default_total(make_agency, f
     forget_documents()
     agency = make_agency(fake_agency.url, OPS, adapter="soap", read_timeout=2.0, total_timeout=60.0,
                          options={"wsdl": f"{fake_agency.url}/?wsdl", "operation_timeout": 45})
-    assert SoapAdapter(agency)._total == 90
+    assert SoapAdapter(agency).total_timeout == 90
     agency = make_agency(fake_agency.url, OPS, adapter="soap", read_timeout=2.0, total_timeout=60.0,
                          options={"wsdl": f"{fake_agency.url}/?wsdl"})
-    assert SoapAdapter(agency)._total == 60
+    assert SoapAdapter(agency).total_timeout == 60
 
 
 def test_the_reaper_shuts_only_the_sockets_of_calls_past_their_deadline():
@@ -206,11 +208,8 @@ def test_the_reaper_shuts_only_the_sockets_of_calls_past_their_deadline():
 
 
 def test_the_connection_pool_keeps_as_many_connections_as_calls_may_run(make_agency, fake_agency):
-    forget_documents()
-    fake_agency.route("GET", "/", 200, body=WSDL)
     for concurrency, kept in ((16, 16), (4, 10)):
         agency = make_agency(fake_agency.url, OPS, adapter="soap", concurrency=concurrency,
                              options={"wsdl": f"{fake_agency.url}/?wsdl"})
-        adapter = SoapAdapter(agency)
-        adapter._proxy()
-        assert adapter._client.transport.session.get_adapter(fake_agency.url)._pool_maxsize == kept
+        session = agency_session(agency, Settings(), total_timeout=None)
+        assert session.get_adapter(fake_agency.url).poolmanager.connection_pool_kw["maxsize"] == kept

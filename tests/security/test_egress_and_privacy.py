@@ -12,8 +12,10 @@ import pytest
 import requests
 from sqlalchemy import update
 
-from adapters.egress import EgressPolicy, EgressRefused, guard_session, policy_for_agency
+from adapters.egress import EgressPolicy, EgressRefused, policy_for_agency
+from adapters.transport import guard_session
 from core import masking as privacy
+from core.settings import Settings
 from gateway.cli import main
 from gateway.store import tables as t
 
@@ -33,13 +35,13 @@ def test_loopback_and_private_are_allowed_unless_switched_off():
     EgressPolicy().check_url("http://127.0.0.1:1/")
     EgressPolicy().check_url("http://10.1.2.3/", resolve=False)
     with pytest.raises(EgressRefused, match="loopback"):
-        EgressPolicy.from_env(env={"SATUPINTU_EGRESS_ALLOW_LOOPBACK": "0"}).check_url("http://127.0.0.1:1/")
+        EgressPolicy.from_settings(Settings(egress_allow_loopback=False)).check_url("http://127.0.0.1:1/")
     with pytest.raises(EgressRefused, match="private"):
-        EgressPolicy.from_env(env={"SATUPINTU_EGRESS_ALLOW_PRIVATE": "false"}).check_url("http://10.1.2.3/")
+        EgressPolicy.from_settings(Settings(egress_allow_private=False)).check_url("http://10.1.2.3/")
 
 
 def test_a_guarded_session_refuses_at_connect_time():
-    session = guard_session(requests.Session())
+    session = guard_session(requests.Session(), EgressPolicy())
     with pytest.raises(requests.ConnectionError, match="link-local"):
         session.get("http://169.254.169.254/latest/meta-data/", timeout=2)
 
@@ -47,8 +49,8 @@ def test_a_guarded_session_refuses_at_connect_time():
 def test_an_agency_may_only_reach_the_hosts_its_file_names():
     agency = SimpleNamespace(endpoint="http://127.0.0.1:8301", options={"allowed_hosts": ["registry.example.go.id"]},
                              xroad=None)
-    policy = policy_for_agency(agency)
-    assert policy.allowed_hosts == {"127.0.0.1", "registry.example.go.id"}
+    policy = policy_for_agency(agency, Settings())
+    assert policy.allowed_hosts == {"registry.example.go.id"}  # when given, only those
     with pytest.raises(requests.ConnectionError, match="not a host named"):
         guard_session(requests.Session(), policy).get("http://localhost:8301/x", timeout=2)
 
