@@ -1,4 +1,11 @@
-"""GET /openapi.json: OpenAPI 3.1 of the whole HTTP API (DESIGN §3)."""
+"""GET /openapi.json: OpenAPI 3.1 of the JSON API (DESIGN §3).
+
+Every operation has a stable snake_case ``operationId`` and a tag, every array its item
+schema, so a generated client (openapi-python-client) parses every answer.  The HTML pages
+of the dashboard and its login form are not API: they are left out.  Every operation may
+answer 400, since a NUL byte in any query is refused before a view sees it
+(``problems.refuse_nul_bytes``).
+"""
 
 from __future__ import annotations
 
@@ -6,6 +13,7 @@ from typing import Any
 
 from flask import Blueprint, Response, json
 
+from core.domain.status import ApplicationStatus, RequestStatus
 from core.model import Catalog
 
 from .. import __version__
@@ -13,42 +21,27 @@ from .context import ctx
 
 bp = Blueprint("openapi", __name__)
 
-_PROBLEM = {"$ref": "#/components/schemas/Problem"}
+REQUEST_STATUSES = [s.value for s in RequestStatus]
+APPLICATION_STATUSES = [s.value for s in ApplicationStatus]
 
+# No text the gateway takes from a path or a query may hold a NUL byte (400, see above).
+NO_NUL = "^[^\\x00]*$"
 
+_TITLES = {400: "malformed request", 401: "no valid API key", 403: "the key lacks the scope",
+           404: "not found, or not the caller's", 409: "conflict", 410: "gone", 413: "the body is too large",
+           415: "the body's media type (or charset) is not accepted", 422: "validation failed: errors name each field",
+           429: "rate limited", 503: "not available"}
 _HEADERS = {
     401: {"WWW-Authenticate": {"schema": {"type": "string"}}},
-    405: {"Allow": {"schema": {"type": "string"}}},
     429: {"Retry-After": {"required": True, "schema": {"type": "string", "pattern": "^[0-9]+$"},
                           "description": "seconds until the client's rate limit lets a request through"}},
 }
-_TITLES = {400: "malformed request", 401: "no valid API key (or signature)", 403: "the key lacks the scope",
-           404: "not found, or not the caller's", 409: "conflict", 413: "the body is too large",
-           415: "the body is not application/json", 422: "validation failed: errors name each field",
-           429: "rate limited", 503: "not available"}
-
-
-def _problems(*codes: int) -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    for code in codes:
-        out[str(code)] = {"description": _TITLES.get(code, "problem"),
-                          "content": {"application/problem+json": {"schema": _PROBLEM}}}
-        if code in _HEADERS:
-            out[str(code)]["headers"] = _HEADERS[code]
-    return out
-
-
-# Every endpoint that needs a key may also answer these.
+# What every operation that needs a key may also answer.
 _SECURED = (401, 403, 429)
 
 
-def _html(description: str = "an HTML page") -> dict[str, Any]:
-    return {"description": description, "content": {"text/html": {"schema": {"type": "string"}}}}
-
-
-# No text the gateway takes from a path, a query or a form may hold a NUL byte: every
-# request with one is refused (400, ``problems.refuse_nul_bytes``) before a view sees it.
-NO_NUL = "^[^\\x00]*$"
+def _ref(name: str) -> dict[str, str]:
+    return {"$ref": f"#/components/schemas/{name}"}
 
 
 def _text(**schema: Any) -> dict[str, Any]:
@@ -56,17 +49,72 @@ def _text(**schema: Any) -> dict[str, Any]:
     return {"type": "string", "pattern": NO_NUL, **schema}
 
 
-def _form(properties: dict[str, Any]) -> dict[str, Any]:
-    return {"required": False, "content": {"application/x-www-form-urlencoded": {
-        "schema": {"type": "object", "properties": properties,
-                   "propertyNames": {"pattern": NO_NUL}, "additionalProperties": _text()}}}}
+def _array(items: dict[str, Any]) -> dict[str, Any]:
+    return {"type": "array", "items": items}
 
 
-_REDIRECT = {"description": "to the login form (or the page asked for)",
-             "headers": {"Location": {"schema": {"type": "string"}}}}
+def _object(required: list[str], /, **properties: Any) -> dict[str, Any]:
+    return {"type": "object", "required": required, "properties": properties}
 
 
-def _submission_schemas(catalog: Catalog) -> tuple[dict[str, Any], dict[str, Any]]:
+def _items(item: dict[str, Any]) -> dict[str, Any]:
+    """A list answer: ``{"items": [...]}``."""
+    return _object(["items"], items=_array(item))
+
+
+def _json(schema: dict[str, Any], description: str = "OK") -> dict[str, Any]:
+    return {"description": description, "content": {"application/json": {"schema": schema}}}
+
+
+def _problems(codes: set[int]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for code in sorted(codes):
+        out[str(code)] = {"description": _TITLES[code],
+                          "content": {"application/problem+json": {"schema": _ref("Problem")}}}
+        if code in _HEADERS:
+            out[str(code)]["headers"] = _HEADERS[code]
+    return out
+
+
+def _operation(operation_id: str, tag: str, summary: str, answers: dict[str, Any], *, problems: tuple[int, ...] = (),
+               parameters: tuple[dict[str, Any], ...] = (), body: dict[str, Any] | None = None,
+               secured: bool = True) -> dict[str, Any]:
+    """One operation: its answers plus the problems it may give (400 always; 401, 403, 429 with a key)."""
+    op: dict[str, Any] = {"operationId": operation_id, "tags": [tag], "summary": summary}
+    if secured:
+        op["security"] = [{"bearer": []}]
+    if parameters:
+        op["parameters"] = list(parameters)
+    if body is not None:
+        op["requestBody"] = body
+    op["responses"] = {**answers, **_problems({400, *problems, *(_SECURED if secured else ())})}
+    return op
+
+
+def _json_body(schema: dict[str, Any]) -> dict[str, Any]:
+    return {"required": True, "content": {"application/json": {"schema": schema}}}
+
+
+def _query(name: str, schema: dict[str, Any], description: str | None = None) -> dict[str, Any]:
+    param = {"name": name, "in": "query", "required": False, "schema": schema}
+    if description:
+        param["description"] = description
+    return param
+
+
+def _path(name: str, schema: dict[str, Any]) -> dict[str, Any]:
+    return {"name": name, "in": "path", "required": True, "schema": schema}
+
+
+def _limit(most: int) -> dict[str, Any]:
+    return _query("limit", {"type": "integer", "minimum": 1, "maximum": most}, f"at most {most}; 400 outside 1..{most}")
+
+
+APP_ID = _path("app_id", _text(maxLength=100))
+DOC_ID = _path("doc_id", _text(maxLength=100))
+
+
+def _submission(catalog: Catalog) -> tuple[dict[str, Any], dict[str, Any]]:
     """``Submission`` as one branch per service whose ``data`` is the service's input schema."""
     components: dict[str, Any] = {}
     branches = []
@@ -74,231 +122,219 @@ def _submission_schemas(catalog: Catalog) -> tuple[dict[str, Any], dict[str, Any
         name = "Data_" + "".join(ch if ch.isalnum() else "_" for ch in service_id)
         schema = {k: v for k, v in catalog.services[service_id].input_schema.items() if k not in ("$schema", "$id")}
         # Local references inside the input schema now live under components/schemas/<name>.
-        text = json.dumps(schema).replace('"#/', f'"#/components/schemas/{name}/')
-        components[name] = json.loads(text)
-        branches.append({
-            "type": "object", "required": ["service", "data"], "additionalProperties": False,
-            "properties": {"service": {"const": service_id}, "data": {"$ref": f"#/components/schemas/{name}"},
-                           "reference": _REFERENCE},
-        })
+        components[name] = json.loads(json.dumps(schema).replace('"#/', f'"#/components/schemas/{name}/'))
+        branches.append((service_id, _ref(name)))
     if not branches:
-        branches = [{"type": "object", "required": ["service", "data"], "additionalProperties": False,
-                     "properties": {"service": {"type": "string"}, "data": {"type": "object"},
-                                    "reference": _REFERENCE}}]
-    submission = branches[0] if len(branches) == 1 else {"oneOf": branches}
-    return submission, components
+        branches = [(None, {"type": "object"})]
+    shapes = [{"type": "object", "required": ["service", "data"], "additionalProperties": False,
+               "properties": {"service": {"const": service_id} if service_id else {"type": "string"},
+                              "data": data,
+                              "reference": {"type": "string", "maxLength": 200, "pattern": NO_NUL}}}
+              for service_id, data in branches]
+    return (shapes[0] if len(shapes) == 1 else {"oneOf": shapes}), components
 
 
-_REFERENCE = {"type": "string", "maxLength": 200}
+def _schemas(catalog: Catalog) -> dict[str, Any]:
+    submission, data_schemas = _submission(catalog)
+    text, maybe = {"type": "string"}, {"type": ["string", "null"]}
+    count, maybe_number = {"type": "integer", "minimum": 0}, {"type": ["number", "null"]}
+    summary = {"id": text, "service": text, "status": _ref("ApplicationStatus"), "reference": maybe,
+               "created_at": text, "updated_at": text,
+               "steps": _array(_object(["step", "agency", "status", "attempts"], step=text, agency=text,
+                                       status=_ref("RequestStatus"), attempts=count))}
+    return {
+        "ApplicationStatus": {"enum": APPLICATION_STATUSES},
+        "RequestStatus": {"enum": REQUEST_STATUSES},
+        "Problem": _object(["type", "title", "status", "detail"], type=text, title=text, status={"type": "integer"},
+                           detail=text, errors=_array(_object(["path", "message"], path=text, message=text))),
+        "Request": _object(["step", "agency", "status", "agency_reference", "reason", "attempts", "updated_at"],
+                           step=text, agency=text, request_id=text, status=_ref("RequestStatus"),
+                           agency_reference=maybe, reason=maybe, attempts=count, updated_at=text, due_at=maybe,
+                           deemed={"type": "boolean"},
+                           corrections=_array(_object(["field", "message"], field=text, message=text))),
+        "Application": _object(["id", "service", "status", "reference", "created_at", "updated_at", "requests"],
+                               id=text, service=text, status=_ref("ApplicationStatus"), reference=maybe,
+                               created_at=text, updated_at=text, due_at=maybe, correct_by=maybe,
+                               overdue={"type": "boolean"}, requests=_array(_ref("Request"))),
+        "ApplicationPage": _object(["items", "next_cursor"], items=_array(_ref("Application")), next_cursor=maybe),
+        "Submission": submission,
+        **data_schemas,
+        "Event": _object(["id", "type", "occurred_at"], id={"type": "integer"}, type=text, step=maybe, status=maybe,
+                         request_id=maybe, cause=maybe, detail={"type": "object"}, occurred_at=text,
+                         recorded_at=text),
+        "History": _object(["application_id", "events"], application_id=text, events=_array(_ref("Event"))),
+        "Service": _object(
+            ["id", "title", "version", "input_schema", "steps", "documents"], id=text, title=text,
+            version={"type": ["integer", "string"]}, description=maybe, input_schema={"type": "object"},
+            steps=_array(_object(["step", "agency", "operation", "after"], step=text, agency=text, operation=text,
+                                 after=_array(text), title=maybe, documents=_array(text))),
+            documents={"type": "object", "additionalProperties": _ref("DocumentKind")}),
+        "DocumentKind": _object(["title", "required", "media_types", "max_bytes"], title=text,
+                                required={"type": "boolean"}, media_types=_array(text), max_bytes=count),
+        "Document": _object(["id", "kind", "filename", "media_type", "size", "sha256", "scan"], id=text, kind=text,
+                            filename=text, media_type=text, size=count, sha256=text, scan=text, created_at=text,
+                            deleted_at=text),
+        "Callback": _object(["request_id", "status"], request_id={"type": "string", "minLength": 1, "maxLength": 64},
+                            status={"enum": ["accepted", "approved", "rejected", "cancelled"]},
+                            reference={"type": "string", "maxLength": 200},
+                            reason={"type": "string", "maxLength": 2000}),
+        "Health": _object(["status"], status=text),
+        "Readiness": _object(["status", "checks"], status=text, checks={"type": "object"},
+                             circuits={"type": "object", "additionalProperties": text}),
+        "OpsApplication": _object(list(summary), **summary),
+        "OpsSearchResult": _object([*summary, "matched"], **summary, matched=text),
+        "OpsSearch": _object(["query", "kind", "results"], query=text, kind={"enum": ["nik", "text", None]},
+                             results=_array(_ref("OpsSearchResult"))),
+        "AgencyHealth": _object(
+            ["id", "name", "adapter", "calls", "circuit", "latency"], id=text, name=text, adapter=text,
+            decisions=text, calls=count, successes=count, failures=count, success_rate=maybe_number,
+            p50_ms=maybe_number, p95_ms=maybe_number, queue_depth={"type": ["integer", "null"]},
+            consumers={"type": ["integer", "null"]}, open_requests=count, dead_letters=count, circuit=text,
+            latency=_array(_object(["minute", "calls"], minute=text, calls=count, p50_ms=maybe_number,
+                                   p95_ms=maybe_number))),
+        "DeadLetter": _object(["id", "request_id", "application_id", "agency", "reason", "attempts", "created_at"],
+                              id={"type": "integer"}, request_id=text, application_id=maybe, agency=text,
+                              reason=text, attempts=count, step=maybe, created_at=text, replayed_at=maybe),
+        "Queues": _object(["broker_ok", "queues"], broker_ok={"type": "boolean"}, detail=text,
+                          queues=_array(_object(["name", "kind"], name=text, kind=text, agency=maybe,
+                                                messages={"type": ["integer", "null"]},
+                                                consumers={"type": ["integer", "null"]}))),
+    }
 
 
-def _json(schema: dict[str, Any], description: str = "OK") -> dict[str, Any]:
-    return {"description": description, "content": {"application/json": {"schema": schema}}}
+def _links(parameter: str, **operations: str) -> dict[str, Any]:
+    """What a client (and schemathesis' stateful run) may do next with the id of what it made."""
+    return {name: {"operationId": op, "parameters": {parameter: "$response.body#/id"}} for name, op in operations.items()}
+
+
+def _v1_paths(catalog: Catalog) -> dict[str, Any]:
+    app_doc = _json(_ref("Application"))
+    services = {"enum": sorted(catalog.services)} if catalog.services else _text()
+    return {
+        "/v1/services": {"get": _operation("list_services", "services", "The catalog",
+                                           {"200": _json(_items(_ref("Service")))})},
+        "/v1/applications": {
+            "post": _operation(
+                "submit_application", "applications", "Submit a bundled application",
+                {"202": {**_json(_ref("Application"), "Accepted"), "headers": {"Location": {"schema": {"type": "string"}}},
+                         "links": _links("app_id", GetApplication="get_application",
+                                         GetHistory="get_application_history", Cancel="cancel_application")}},
+                problems=(409, 413, 415, 422),
+                parameters=({"name": "Idempotency-Key", "in": "header", "required": False,
+                             "schema": {"type": "string", "minLength": 1, "maxLength": 200}},),
+                body=_json_body(_ref("Submission"))),
+            "get": _operation(
+                "list_applications", "applications", "The caller's applications, newest first",
+                {"200": _json(_ref("ApplicationPage"))},
+                parameters=(_query("status", _ref("ApplicationStatus")), _query("service", services),
+                            _query("cursor", _text(), "next_cursor of the page before"), _limit(100))),
+        },
+        "/v1/applications/{app_id}": {"get": _operation(
+            "get_application", "applications", "One application", {"200": app_doc}, problems=(404,),
+            parameters=(APP_ID,))},
+        "/v1/applications/{app_id}/history": {"get": _operation(
+            "get_application_history", "applications", "The ordered events of the application (personal data masked)",
+            {"200": _json(_ref("History"))}, problems=(404,), parameters=(APP_ID,))},
+        "/v1/applications/{app_id}/events": {"get": _operation(
+            "stream_application_events", "applications", "Server-sent events of the application, live",
+            {"200": {"description": "event stream", "content": {"text/event-stream": {"schema": {"type": "string"}}}}},
+            problems=(404,),
+            parameters=(APP_ID, {"name": "Last-Event-ID", "in": "header", "required": False,
+                                 "schema": {"type": "string"}},
+                        _query("last_event_id", {"type": "integer"}),
+                        _query("timeout", {"type": "number", "minimum": 0, "maximum": 3600},
+                               "seconds the stream stays open")))},
+        "/v1/applications/{app_id}/cancel": {"post": _operation(
+            "cancel_application", "applications", "Cancel what has not been decided",
+            {"202": _json(_ref("Application"), "Accepted")}, problems=(404, 409), parameters=(APP_ID,))},
+        "/v1/agencies/{agency_id}/callbacks": {"post": _operation(
+            "post_agency_callback", "callbacks", "An agency's decision, signed with its secret (no API key)",
+            {"202": _json({"type": "object"}, "Accepted")}, problems=(401, 404, 409, 413, 415, 422, 503),
+            parameters=(_path("agency_id", _text()),
+                        {"name": "X-Satupintu-Signature", "in": "header", "required": True,
+                         "description": "t=<unix>,v1=<hex hmac-sha256 of 't.body'>", "schema": {"type": "string"}}),
+            body=_json_body(_ref("Callback")), secured=False)},
+        "/v1/documents": {"post": _operation(
+            "upload_document", "documents", "Upload a document: streamed, type sniffed, virus-scanned",
+            {"201": {**_json(_ref("Document"), "Created"), "headers": {"Location": {"schema": {"type": "string"}}},
+                     "links": _links("doc_id", GetDocument="get_document", GetContent="get_document_content")}},
+            problems=(413, 415, 422, 503),
+            parameters=(_query("service", services, "the service whose kinds' rules apply"),),
+            body={"required": True, "content": {"multipart/form-data": {"schema": _object(
+                ["file", "kind"], file={"type": "string", "format": "binary"}, kind=_text())}}})},
+        "/v1/documents/{doc_id}": {"get": _operation(
+            "get_document", "documents", "A document's metadata", {"200": _json(_ref("Document"))},
+            problems=(404,), parameters=(DOC_ID,))},
+        "/v1/documents/{doc_id}/content": {"get": _operation(
+            "get_document_content", "documents", "A document's bytes (the uploading client only)",
+            {"200": {"description": "the bytes", "content": {"application/octet-stream": {
+                "schema": {"type": "string", "format": "binary"}}}}},
+            problems=(404, 410, 503), parameters=(DOC_ID,))},
+    }
+
+
+def _ops_paths() -> dict[str, Any]:
+    """``/ops/api/...``: what the dashboard shows, as JSON (``ops`` scope)."""
+    return {
+        "/ops/api/overview": {"get": _operation("ops_overview", "ops", "Totals, flow and health",
+                                                {"200": _json({"type": "object"})})},
+        "/ops/api/applications": {"get": _operation(
+            "ops_list_applications", "ops", "Recent applications (personal data masked)",
+            {"200": _json(_items(_ref("OpsApplication")))},
+            parameters=(_query("status", _text()), _limit(200)))},
+        "/ops/api/applications/{app_id}": {"get": _operation(
+            "ops_get_application", "ops", "One application with its timeline (personal data masked)",
+            {"200": _json({"type": "object"})}, problems=(404,), parameters=(APP_ID,))},
+        "/ops/api/agencies": {"get": _operation("ops_list_agencies", "ops", "Per-agency health",
+                                                {"200": _json(_items(_ref("AgencyHealth")))})},
+        "/ops/api/queues": {"get": _operation("ops_list_queues", "ops", "Queue depths",
+                                              {"200": _json(_ref("Queues"))})},
+        "/ops/api/dead-letters": {"get": _operation(
+            "ops_list_dead_letters", "ops", "Open dead letters", {"200": _json(_items(_ref("DeadLetter")))},
+            parameters=(_limit(1000),))},
+        "/ops/api/dead-letters/{dead_id}/replay": {"post": _operation(
+            "ops_replay_dead_letter", "ops", "Replay one dead letter",
+            {"200": _json(_object(["replayed"], replayed=_array({"type": "integer"})))}, problems=(404,),
+            parameters=(_path("dead_id", {"type": "integer", "minimum": 0, "maximum": 2**63 - 1}),))},
+        "/ops/api/search": {"get": _operation(
+            "ops_search", "ops", "Find applications by id, reference or NIK (matched by hash)",
+            {"200": _json(_ref("OpsSearch"))},
+            parameters=(_query("q", _text(maxLength=200)), _limit(200)))},
+    }
+
+
+def _health_paths() -> dict[str, Any]:
+    return {
+        "/healthz": {"get": _operation("get_health", "health", "Liveness", {"200": _json(_ref("Health"))},
+                                       secured=False)},
+        "/readyz": {"get": _operation("get_readiness", "health", "Readiness: store and broker reachable",
+                                      {"200": _json(_ref("Readiness"))}, problems=(503,), secured=False)},
+        "/metrics": {"get": _operation(
+            "get_metrics", "health", "Prometheus metrics (an ops key or the scrape token)",
+            {"200": {"description": "text format", "content": {"text/plain": {"schema": {"type": "string"}}}}})},
+        "/openapi.json": {"get": _operation("get_openapi", "health", "This document",
+                                            {"200": _json({"type": "object"})}, secured=False)},
+    }
 
 
 def spec(catalog: Catalog) -> dict[str, Any]:
     """The OpenAPI 3.1 document; ``Submission`` follows the catalog's input schemas."""
-    submission, data_schemas = _submission_schemas(catalog)
-    app_ref = {"$ref": "#/components/schemas/Application"}
-    id_param = {"name": "app_id", "in": "path", "required": True, "schema": _text(maxLength=100)}
-    limit_param = {"name": "limit", "in": "query", "schema": {"type": "integer", "minimum": 1, "maximum": 100}}
-    ops_limit = {"name": "limit", "in": "query", "schema": {"type": "integer", "minimum": 1}}
-    items = {"type": "object", "required": ["items"], "properties": {"items": {"type": "array"}}}
-    secured = [{"bearer": []}]
-    request_statuses = ["pending", "queued", "sent", "accepted", "approved", "rejected", "failed", "skipped",
-                        "cancelled"]
-    app_statuses = ["in_progress", "completed", "rejected", "failed", "cancelled"]
     return {
         "openapi": "3.1.0",
         "info": {"title": "Satu Pintu", "version": __version__,
                  "description": "One door to many agencies: bundled applications split into agency requests."},
-        "components": {
-            "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}},
-            "schemas": {
-                "Problem": {
-                    "type": "object", "required": ["type", "title", "status", "detail"],
-                    "properties": {
-                        "type": {"type": "string"}, "title": {"type": "string"}, "status": {"type": "integer"},
-                        "detail": {"type": "string"},
-                        "errors": {"type": "array", "items": {
-                            "type": "object", "required": ["path", "message"],
-                            "properties": {"path": {"type": "string"}, "message": {"type": "string"}}}},
-                    },
-                },
-                "Request": {
-                    "type": "object",
-                    "required": ["step", "agency", "status", "agency_reference", "reason", "attempts", "updated_at"],
-                    "properties": {
-                        "step": {"type": "string"}, "agency": {"type": "string"}, "request_id": {"type": "string"},
-                        "status": {"enum": request_statuses},
-                        "agency_reference": {"type": ["string", "null"]}, "reason": {"type": ["string", "null"]},
-                        "attempts": {"type": "integer", "minimum": 0}, "updated_at": {"type": "string"},
-                    },
-                },
-                "Application": {
-                    "type": "object",
-                    "required": ["id", "service", "status", "reference", "created_at", "updated_at", "requests"],
-                    "properties": {
-                        "id": {"type": "string"}, "service": {"type": "string"}, "status": {"enum": app_statuses},
-                        "reference": {"type": ["string", "null"]}, "created_at": {"type": "string"},
-                        "updated_at": {"type": "string"}, "due_at": {"type": ["string", "null"]},
-                        "overdue": {"type": "boolean"},
-                        "requests": {"type": "array", "items": {"$ref": "#/components/schemas/Request"}},
-                    },
-                },
-                "Submission": submission,
-                **data_schemas,
-                "Event": {
-                    "type": "object", "required": ["id", "type", "occurred_at"],
-                    "properties": {"id": {"type": "integer"}, "type": {"type": "string"},
-                                   "step": {"type": ["string", "null"]}, "status": {"type": ["string", "null"]},
-                                   "request_id": {"type": ["string", "null"]}, "cause": {"type": ["string", "null"]},
-                                   "detail": {"type": "object"}, "occurred_at": {"type": "string"},
-                                   "recorded_at": {"type": "string"}},
-                },
-            },
-        },
-        "paths": {
-            "/v1/services": {"get": {
-                "summary": "The catalog", "security": secured,
-                "responses": {"200": _json(items), **_problems(*_SECURED)}}},
-            "/v1/applications": {
-                "post": {
-                    "summary": "Submit a bundled application", "security": secured,
-                    "parameters": [{"name": "Idempotency-Key", "in": "header", "required": False,
-                                    "schema": {"type": "string", "minLength": 1, "maxLength": 200}}],
-                    "requestBody": {"required": True, "content": {"application/json": {
-                        "schema": {"$ref": "#/components/schemas/Submission"}}}},
-                    "responses": {"202": {**_json(app_ref, "Accepted"),
-                                          "headers": {"Location": {"schema": {"type": "string"}}}},
-                                  **_problems(400, 409, 413, 415, 422, *_SECURED)},
-                },
-                "get": {
-                    "summary": "The caller's applications, newest first", "security": secured,
-                    "parameters": [
-                        {"name": "status", "in": "query", "schema": {"enum": app_statuses}},
-                        {"name": "service", "in": "query",
-                         "schema": {"enum": sorted(catalog.services)} if catalog.services else {"type": "string"}},
-                        {"name": "cursor", "in": "query", "schema": _text()},
-                        limit_param,
-                    ],
-                    "responses": {"200": _json({"type": "object", "required": ["items", "next_cursor"],
-                                                "properties": {"items": {"type": "array", "items": app_ref},
-                                                               "next_cursor": {"type": ["string", "null"]}}}),
-                                  **_problems(400, *_SECURED)},
-                },
-            },
-            "/v1/applications/{app_id}": {"get": {
-                "summary": "One application", "security": secured, "parameters": [id_param],
-                "responses": {"200": _json(app_ref), **_problems(404, *_SECURED)}}},
-            "/v1/applications/{app_id}/history": {"get": {
-                "summary": "The ordered events of the application (personal data masked)", "security": secured,
-                "parameters": [id_param],
-                "responses": {"200": _json({"type": "object", "required": ["application_id", "events"],
-                                            "properties": {"application_id": {"type": "string"},
-                                                           "events": {"type": "array", "items": {
-                                                               "$ref": "#/components/schemas/Event"}}}}),
-                              **_problems(404, *_SECURED)}}},
-            "/v1/applications/{app_id}/events": {"get": {
-                "summary": "Server-sent events of the application, live", "security": secured,
-                "parameters": [id_param, {"name": "Last-Event-ID", "in": "header", "schema": {"type": "string"}},
-                               {"name": "last_event_id", "in": "query", "schema": {"type": "integer"}},
-                               {"name": "timeout", "in": "query", "description": "seconds the stream stays open",
-                                "schema": {"type": "number", "minimum": 0, "maximum": 3600}}],
-                "responses": {"200": {"description": "event stream",
-                                      "content": {"text/event-stream": {"schema": {"type": "string"}}}},
-                              **_problems(400, 404, *_SECURED)}}},
-            "/v1/applications/{app_id}/cancel": {"post": {
-                "summary": "Cancel what has not been decided", "security": secured, "parameters": [id_param],
-                "responses": {"202": _json(app_ref, "Accepted"), **_problems(404, 409, *_SECURED)}}},
-            "/v1/agencies/{agency}/callbacks": {"post": {
-                "summary": "An agency's decision, signed with its secret (no API key)",
-                "parameters": [{"name": "agency", "in": "path", "required": True, "schema": _text()},
-                               {"name": "X-Satupintu-Signature", "in": "header", "required": True,
-                                "description": "t=<unix>,v1=<hex hmac-sha256 of 't.body'>",
-                                "schema": {"type": "string"}}],
-                "requestBody": {"required": True, "content": {"application/json": {"schema": {
-                    "type": "object", "required": ["request_id", "status"],
-                    "properties": {"request_id": {"type": "string", "minLength": 1, "maxLength": 64},
-                                   "status": {"enum": ["accepted", "approved", "rejected", "cancelled"]},
-                                   "reference": {"type": "string", "maxLength": 200},
-                                   "reason": {"type": "string", "maxLength": 2000}}}}}},
-                "responses": {"202": _json({"type": "object"}, "Accepted"),
-                              **_problems(400, 401, 404, 409, 413, 415, 422, 503)}}},
-            "/healthz": {"get": {"summary": "Liveness", "responses": {"200": _json({"type": "object"})}}},
-            "/readyz": {"get": {"summary": "Readiness: store and broker reachable",
-                                "responses": {"200": _json({"type": "object"}), "503": _json({"type": "object"})}}},
-            "/metrics": {"get": {"summary": "Prometheus metrics", "responses": {"200": {
-                "description": "text format", "content": {"text/plain": {"schema": {"type": "string"}}}}}}},
-            "/openapi.json": {"get": {"summary": "This document", "responses": {"200": _json({"type": "object"})}}},
-            **_ops_paths(secured, id_param, ops_limit, items),
-        },
+        # Relative to where this document is served: the gateway answering it.
+        "servers": [{"url": "/", "description": "this gateway"}],
+        "tags": [{"name": "services", "description": "the catalog"},
+                 {"name": "applications", "description": "bundled applications: submit, read, follow, cancel"},
+                 {"name": "documents", "description": "documents that applications name by kind"},
+                 {"name": "callbacks", "description": "agencies' signed decisions"},
+                 {"name": "ops", "description": "what the operators' dashboard shows, as JSON"},
+                 {"name": "health", "description": "liveness, readiness, metrics and this document"}],
+        "components": {"securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}},
+                       "schemas": _schemas(catalog)},
+        "paths": {**_v1_paths(catalog), **_ops_paths(), **_health_paths()},
     }
-
-
-def _ops_paths(secured: list[dict[str, Any]], id_param: dict[str, Any], limit: dict[str, Any],
-               items: dict[str, Any]) -> dict[str, Any]:
-    """``/ops/`` (HTML, Bearer key or the login cookie) and ``/ops/api/...`` (JSON, ``ops`` scope)."""
-    obj = _json({"type": "object"})
-    page = {"200": _html(), "302": _REDIRECT, "403": _html("the key lacks the ops scope")}
-    refused = {"description": "a cross-site request refused",
-               "content": {"text/plain": {"schema": {"type": "string"}}, "text/html": {"schema": {"type": "string"}}}}
-    paths: dict[str, Any] = {
-        "/ops/api/overview": {"get": {"summary": "Totals, flow and health", "security": secured,
-                                      "responses": {"200": obj, **_problems(*_SECURED)}}},
-        "/ops/api/applications": {"get": {
-            "summary": "Recent applications (personal data masked)", "security": secured,
-            "parameters": [{"name": "status", "in": "query", "schema": _text()}, limit],
-            "responses": {"200": _json(items), **_problems(400, *_SECURED)}}},
-        "/ops/api/applications/{app_id}": {"get": {
-            "summary": "One application with its timeline (personal data masked)", "security": secured,
-            "parameters": [id_param], "responses": {"200": obj, **_problems(404, *_SECURED)}}},
-        "/ops/api/agencies": {"get": {"summary": "Per-agency health", "security": secured,
-                                      "responses": {"200": _json(items), **_problems(*_SECURED)}}},
-        "/ops/api/queues": {"get": {"summary": "Queue depths", "security": secured,
-                                    "responses": {"200": obj, **_problems(*_SECURED)}}},
-        "/ops/api/dead-letters": {"get": {"summary": "Open dead letters", "security": secured,
-                                          "parameters": [limit],
-                                          "responses": {"200": _json(items), **_problems(400, *_SECURED)}}},
-        "/ops/api/dead-letters/{dead_id}/replay": {"post": {
-            "summary": "Replay one dead letter", "security": secured,
-            "parameters": [{"name": "dead_id", "in": "path", "required": True,
-                            "schema": {"type": "integer", "minimum": 0, "maximum": 2**63 - 1}}],
-            "responses": {"200": obj, **_problems(404, *_SECURED)}}},
-        "/ops/api/search": {"get": {
-            "summary": "Find applications by id, reference or NIK (matched by hash)", "security": secured,
-            "parameters": [{"name": "q", "in": "query", "schema": _text(maxLength=200)}, limit],
-            "responses": {"200": obj, **_problems(400, *_SECURED)}}},
-        "/ops/": {"get": {"summary": "The operators' dashboard", "security": secured, "responses": page}},
-        "/ops/applications": {"get": {"summary": "Dashboard: applications", "security": secured,
-                                      "parameters": [{"name": "status", "in": "query", "schema": _text()}],
-                                      "responses": page}},
-        "/ops/applications/{app_id}": {"get": {"summary": "Dashboard: one application", "security": secured,
-                                               "parameters": [id_param],
-                                               "responses": {**page, "404": _html("not found")}}},
-        "/ops/agencies": {"get": {"summary": "Dashboard: agencies", "security": secured, "responses": page}},
-        "/ops/dead-letters": {"get": {"summary": "Dashboard: dead letters", "security": secured,
-                                      "responses": page}},
-        "/ops/search": {
-            "get": {"summary": "Dashboard: search", "security": secured,
-                    "parameters": [{"name": "q", "in": "query", "schema": _text()}],
-                    "responses": page},
-            "post": {"summary": "Dashboard: search (the form posts, so a NIK stays out of URLs)",
-                     "security": secured, "requestBody": _form({"q": {"type": "string"}}),
-                     "responses": {**page, "403": refused}}},
-        "/ops/login": {
-            "get": {"summary": "The login form",
-                    "parameters": [{"name": "next", "in": "query", "schema": _text()}],
-                    "responses": {"200": _html(), **_problems(400)}},
-            "post": {"summary": "Sign in with an ops key: sets the HttpOnly session cookie (same origin only)",
-                     "requestBody": _form({"key": _text(), "next": _text()}),
-                     "responses": {"302": _REDIRECT, "401": _html("the key is not valid"),
-                                   "403": _html("cross-site, or the key lacks the ops scope"),
-                                   **_problems(400)}}},
-        "/ops/logout": {"post": {"summary": "Sign out (same origin only)",
-                                 "responses": {"302": _REDIRECT, "403": refused}}},
-    }
-    return paths
 
 
 @bp.get("/openapi.json")

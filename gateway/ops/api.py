@@ -22,12 +22,17 @@ def _json(value: Any, status: int = 200) -> Response:
 
 
 def _limit(default: int, most: int) -> int:
-    raw = request.args.get("limit", default)
+    """The ``limit`` query parameter, 1 to ``most`` as the OpenAPI document says; else 400."""
+    raw = request.args.get("limit")
+    if raw is None:
+        return default
     try:
         value = int(raw)
-    except (TypeError, ValueError):
-        raise Problem(400, "Bad Request", "limit must be an integer", type=TYPES + "malformed") from None
-    return max(1, min(value, most))
+    except ValueError:
+        value = 0
+    if not 1 <= value <= most:
+        raise Problem(400, "Bad Request", f"limit must be an integer from 1 to {most}", type=TYPES + "malformed")
+    return value
 
 
 def _read():  # noqa: ANN202
