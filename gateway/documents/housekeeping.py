@@ -35,12 +35,12 @@ def sweep_unused(engine: Engine, store: DocumentStore, *, now: dt.datetime | Non
     """Delete the content of every document uploaded ``unused_for`` ago that no application uses."""
     now = now or dt.datetime.now(dt.UTC)
     deleted = purged = 0
-    with engine.connect() as conn:
+    with engine.connect().execution_options(readonly=True) as conn:
         candidates = records.unused_before(conn, now - unused_for)
     for doc_id in candidates:
         with engine.begin() as conn:
             deleted += records.mark_deleted(conn, doc_id, now)
-    with engine.connect() as conn:
+    with engine.connect().execution_options(readonly=True) as conn:
         to_purge = records.unpurged(conn)
     for doc_id in to_purge:
         try:

@@ -102,7 +102,7 @@ class Documents:
 
     def record(self, client_id: str, doc_id: str) -> dict[str, Any]:
         """The record of ``doc_id`` if ``client_id`` uploaded it; NotFound otherwise."""
-        with self.engine.connect() as conn:
+        with self.engine.connect().execution_options(readonly=True) as conn:
             record = records.get(conn, doc_id, client_id)
         if record is None:
             raise NotFound(f"document {doc_id} not found")

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import boto3
 import pytest
-from conftest import EICAR, EXE, PNG, pdf
+from document_samples import EICAR, EXE, PNG, pdf
 
 from core.settings import Settings
 
