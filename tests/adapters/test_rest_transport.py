@@ -9,7 +9,8 @@ import json
 import socket
 import ssl
 import threading
-from collections.abc import Iterator
+import zlib
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
@@ -151,6 +152,14 @@ def test_an_egress_refusal_is_permanent_and_nothing_is_sent(fake_agency, make_ag
     assert fake_agency.seen == []
 
 
+def test_the_connected_address_is_checked_after_a_name_resolved(fake_agency, make_agency, request_factory):
+    url = fake_agency.url.replace("127.0.0.1", "localhost")  # the name passes; the address it reaches does not
+    adapter = RestAdapter(make_agency(url, OP), Settings(egress_allow_loopback=False))
+    with pytest.raises(PermanentAgencyError, match="localhost connects to 127.0.0.1 is a loopback address"):
+        adapter.send(request_factory("op"))
+    assert fake_agency.seen == []
+
+
 def test_an_answer_broken_off_mid_body_is_transient(make_agency, request_factory):
     url, listener = _raw_server(b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n"
                                 b"Content-Length: 100\r\n\r\n{\"status\": ")
@@ -241,3 +250,162 @@ def test_a_redirect_of_a_get_is_not_followed_either(fake_agency, make_agency, re
     with pytest.raises(PermanentAgencyError, match=r"HTTP 307 to http://127.0.0.1:\d+/y: redirects are not followed"):
         adapter.lookup(request_factory("op"))
     assert [s.path for s in fake_agency.seen] == ["/x"]
+
+
+# --- the answer's framing and coding, from a hand-made agency on a real socket -------------
+
+class ScriptedAgency:
+    """Serves each request it reads (head and Content-Length body) with the next script:
+    bytes to send, or a callable given the connection.  Counts connections and requests."""
+
+    def __init__(self, *scripts: bytes | Callable[[socket.socket], None]) -> None:
+        self.scripts = list(scripts)
+        self.connections = self.requests = 0
+        self.listener = socket.create_server(("127.0.0.1", 0))
+        self.url = f"http://127.0.0.1:{self.listener.getsockname()[1]}"
+        accept_forever(self.listener, self._serve, self._accepted)
+
+    def _accepted(self) -> None:
+        self.connections += 1
+
+    def _serve(self, conn: socket.socket) -> None:
+        with conn, contextlib.suppress(OSError):
+            data = b""
+            while self.scripts:
+                data = read_head(conn, data)
+                head, sep, data = data.partition(b"\r\n\r\n")
+                if not sep:
+                    return
+                length = next((int(line.split(b":", 1)[1]) for line in head.split(b"\r\n")
+                               if line.lower().startswith(b"content-length:")), 0)
+                while len(data) < length:
+                    data += conn.recv(65536)
+                data = data[length:]
+                self.requests += 1
+                script = self.scripts.pop(0)
+                if callable(script):
+                    script(conn)
+                else:
+                    conn.sendall(script)
+
+    def close(self) -> None:
+        self.listener.close()
+
+
+@pytest.fixture
+def scripted() -> Iterator[Callable[..., ScriptedAgency]]:
+    made: list[ScriptedAgency] = []
+
+    def make(*scripts: bytes | Callable[[socket.socket], None]) -> ScriptedAgency:
+        made.append(ScriptedAgency(*scripts))
+        return made[-1]
+    yield make
+    for agency in made:
+        agency.close()
+
+
+def ok(body: bytes = b'{"status": "ok"}', extra: bytes = b"") -> bytes:
+    return b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n%s\r\n%s" % (len(body), extra, body)
+
+
+def chunked(body: bytes, size: int = 7) -> bytes:
+    return b"".join(b"%x\r\n%s\r\n" % (len(body[i:i + size]), body[i:i + size])
+                    for i in range(0, len(body), size)) + b"0\r\n\r\n"
+
+
+def raw_deflate(data: bytes) -> bytes:
+    compressor = zlib.compressobj(wbits=-zlib.MAX_WBITS)
+    return compressor.compress(data) + compressor.flush()
+
+
+def send_and_close(data: bytes) -> Callable[[socket.socket], None]:
+    def script(conn: socket.socket) -> None:
+        conn.sendall(data)
+        conn.shutdown(socket.SHUT_RDWR)  # FIN: the end of a body framed by the connection
+    return script
+
+
+@pytest.fixture
+def call(make_agency, request_factory) -> Callable[[ScriptedAgency], Any]:
+    adapters: list[RestAdapter] = []
+
+    def send(server: ScriptedAgency, **agency: Any) -> Any:
+        if not adapters:
+            adapters.append(RestAdapter(make_agency(server.url, OP, statuses={"ok": "approved"}, **agency)))
+        return adapters[0].send(request_factory("op"))
+    yield send
+    for adapter in adapters:
+        adapter.close()
+
+
+def test_a_chunked_answer_is_put_back_together_and_the_connection_kept(scripted, call):
+    answer = b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n" + chunked(b'{"status": "ok", "n": 12345}')
+    server = scripted(answer, answer)
+    assert call(server).output == {"status": "ok", "n": 12345}
+    assert call(server).kind is OutcomeKind.APPROVED
+    assert server.connections == 1
+
+
+@pytest.mark.parametrize("coding", ["gzip", "deflate", "raw-deflate"])
+def test_compressed_answers_are_decoded_whatever_the_deflate_flavour(scripted, call, coding):
+    body = {"gzip": gzip.compress, "deflate": zlib.compress, "raw-deflate": raw_deflate}[coding](b'{"status": "ok"}')
+    server = scripted(ok(body, b"Content-Encoding: " + coding.removeprefix("raw-").encode() + b"\r\n"))
+    assert call(server).kind is OutcomeKind.APPROVED
+
+
+def test_garbage_after_a_complete_gzip_member_is_ignored(scripted, call):
+    body = gzip.compress(b'{"status": "ok"}') + b"\x00\x00 padding a server left"
+    assert call(scripted(ok(body, b"Content-Encoding: gzip\r\n"))).kind is OutcomeKind.APPROVED
+
+
+@pytest.mark.parametrize("framing", ["length", "chunked", "close"])
+@pytest.mark.parametrize("coding", ["gzip", "deflate", "raw-deflate"])
+def test_a_compressed_answer_cut_short_is_transient_not_a_partial_answer(scripted, call, coding, framing):
+    whole = {"gzip": gzip.compress, "deflate": zlib.compress, "raw-deflate": raw_deflate}[coding](
+        json.dumps({"status": "ok", "pad": "x" * 5000}).encode() * 3)
+    body = whole[:len(whole) // 2]  # framed correctly, but the compressed stream stops half-way
+    head = b"HTTP/1.1 200 OK\r\nContent-Encoding: " + coding.removeprefix("raw-").encode() + b"\r\n"
+    if framing == "length":
+        answer: Any = head + b"Content-Length: %d\r\n\r\n" % len(body) + body
+    elif framing == "chunked":
+        answer = head + b"Transfer-Encoding: chunked\r\n\r\n" + chunked(body, 100)
+    else:
+        answer = send_and_close(head + b"Connection: close\r\n\r\n" + body)
+    server = scripted(answer, ok())
+    with pytest.raises(TransientAgencyError, match="answer broken off.*truncated") as info:
+        call(server)
+    assert info.value.status_code == 200
+    assert call(server).kind is OutcomeKind.APPROVED  # the framing was whole: its connection may carry the next
+
+
+def test_a_kept_alive_connection_the_agency_dropped_is_not_reused(scripted, call):
+    closed = threading.Event()
+
+    def answer_then_drop(conn: socket.socket) -> None:
+        conn.sendall(ok())  # says nothing of closing...
+        conn.shutdown(socket.SHUT_RDWR)  # ...and closes while the connection idles in the pool
+        closed.set()
+    server = scripted(answer_then_drop, ok())
+    assert call(server).kind is OutcomeKind.APPROVED
+    assert closed.wait(5)
+    assert call(server).kind is OutcomeKind.APPROVED
+    assert server.connections == 2 and server.requests == 2
+
+
+def test_a_request_the_agency_read_but_did_not_answer_is_not_sent_again(scripted, call):
+    server = scripted(ok(), lambda conn: conn.shutdown(socket.SHUT_RDWR), ok())
+    call(server)
+    with pytest.raises(TransientAgencyError, match="connection failed"):
+        call(server)
+    assert server.requests == 2 and server.connections == 1  # the application went once, on one connection
+
+
+def test_a_stalled_body_is_a_read_timeout(scripted, call):
+    released = threading.Event()
+    server = scripted(lambda conn: (conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\nabc"),
+                                    released.wait(10)))
+    try:
+        with pytest.raises(TransientAgencyError, match=r"POST /x: no answer within 0.3 s"):
+            call(server, read_timeout=0.3)
+    finally:
+        released.set()
