@@ -279,8 +279,9 @@ def search(conn: Connection, catalog: Catalog, q: str, *, limit: int = 50) -> di
             or_(t.requests.c.id == q, t.requests.c.agency_reference == q)).limit(limit)):
         matched.setdefault(app_id, "agency_reference" if agency_ref == q else "request_id")
     if not matched and len(q) >= 8 and q.startswith("app_"):
-        # Newest first: ids begin with the time they were made (gateway/domain/ids.py).
-        for (app_id,) in conn.execute(select(t.applications.c.id).where(t.applications.c.id.startswith(q))
+        # Newest first: ids begin with the time they were made (core/domain/ids.py).  ``%`` and
+        # ``_`` in the query are the characters themselves, not LIKE wildcards.
+        for (app_id,) in conn.execute(select(t.applications.c.id).where(t.applications.c.id.startswith(q, autoescape=True))
                                       .order_by(t.applications.c.id.desc()).limit(limit)):
             matched.setdefault(app_id, "id prefix")
     return {"query": masking.mask_free_text(q), "kind": "text", "results": _with_match(conn, catalog, matched)}
