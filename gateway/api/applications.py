@@ -52,6 +52,9 @@ def json_body(req: Request | None = None) -> Any:
     if not mimetype or mimetype != "application/json":
         raise Problem(415, "Unsupported Media Type", "send the body as application/json",
                       type=TYPES + "unsupported-media-type")
+    if req.mimetype_params.get("charset", "utf-8").lower() not in ("utf-8", "utf8"):
+        raise Problem(415, "Unsupported Media Type", "send the body in UTF-8 (charset=utf-8, or none)",
+                      type=TYPES + "unsupported-media-type")
     raw = raw_body(req)
     try:
         text = raw.decode("utf-8")
@@ -59,7 +62,7 @@ def json_body(req: Request | None = None) -> Any:
         raise Problem(400, "Bad Request", f"the body is not valid UTF-8 (byte {exc.start})",
                       type=TYPES + "malformed") from None
     try:
-        body = json.loads(text)
+        body = json.loads(text, object_pairs_hook=_unique_keys)
     except RecursionError:
         body = None
         too_deep = True
@@ -81,6 +84,17 @@ def json_body(req: Request | None = None) -> Any:
                           type=TYPES + "malformed",
                           errors=[{"path": where, "message": "an unpaired surrogate escape is not text"}])
     return body
+
+
+def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    """A JSON object, or 400 when it names a key twice (which one counts is not for a parser to guess)."""
+    obj = dict(pairs)
+    if len(obj) < len(pairs):
+        seen: set[str] = set()
+        twice = next(key for key, _value in pairs if key in seen or seen.add(key))
+        raise Problem(400, "Bad Request", f"the body names the key {twice[:100]!r} twice in one object",
+                      type=TYPES + "malformed")
+    return obj
 
 
 _SURROGATE = re.compile("[\ud800-\udfff]")
@@ -158,7 +172,7 @@ def _check_envelope(body: Any, services: dict[str, Any]) -> None:
     if not isinstance(body.get("data"), dict):
         errors.append({"path": "/data", "message": "required: an object"})
     reference = body.get("reference")
-    if reference is not None and (not isinstance(reference, str) or len(reference) > 200 or "\x00" in reference):
+    if "reference" in body and (not isinstance(reference, str) or len(reference) > 200 or "\x00" in reference):
         errors.append({"path": "/reference", "message": "must be a string of at most 200 characters"})
     if errors:
         raise Problem(422, "Validation failed", "the request does not match the schema", type=TYPES + "validation",
@@ -252,7 +266,8 @@ def events(app_id: str) -> Response:
     try:
         last = int(request.headers.get("Last-Event-ID") or request.args.get("last_event_id") or 0)
     except ValueError:
-        last = 0
+        raise Problem(400, "Bad Request", "Last-Event-ID (or last_event_id) must be an event id",
+                      type=TYPES + "malformed") from None
     try:
         max_seconds = float(request.args.get("timeout", 300) or 300)
     except ValueError:
