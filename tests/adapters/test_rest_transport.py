@@ -1,4 +1,4 @@
-"""The REST adapter's own HTTP transport (adapters/rest_transport.py) against real local
+"""The agency HTTP transport (adapters/transport.py) through the REST adapter, against real local
 servers: what goes on the wire, and how each way a call can fail is classified."""
 
 from __future__ import annotations
