@@ -101,6 +101,13 @@ class Settings:
     # The roles ``satupintu run`` supervises (comma-separated; empty: all).
     roles: str = ""
 
+    # -- the operators' dashboard -----------------------------------------------------------
+    # An agency's success rate below warn_pct is shown amber, below alert_pct red.
+    ops_success_warn_pct: float = 95.0
+    ops_success_alert_pct: float = 80.0
+    # Dead letters a bulk replay sends per second unless the operator asks for another rate.
+    ops_replay_rate: float = 5.0
+
     # -- the command line's client commands (submit, status, top) ---------------------------
     # The gateway they talk to (empty: http://<bind>), and the API key they send.
     url: str = ""
@@ -148,6 +155,9 @@ class Settings:
             metrics_port=text("SATUPINTU_METRICS_PORT", d.metrics_port),
             metrics_addr=text("SATUPINTU_METRICS_ADDR", d.metrics_addr),
             roles=text("SATUPINTU_ROLES", d.roles),
+            ops_success_warn_pct=_number(env, "SATUPINTU_OPS_SUCCESS_WARN_PCT", d.ops_success_warn_pct, most=100),
+            ops_success_alert_pct=_number(env, "SATUPINTU_OPS_SUCCESS_ALERT_PCT", d.ops_success_alert_pct, most=100),
+            ops_replay_rate=_number(env, "SATUPINTU_OPS_REPLAY_RATE", d.ops_replay_rate, least=0.1, most=100),
             url=text("SATUPINTU_URL", d.url),
             api_key=text("SATUPINTU_API_KEY", d.api_key),
         )

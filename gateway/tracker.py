@@ -51,6 +51,7 @@ def settle(conn: Connection, service: Service, app: Any, requests: list[Any], *,
     batch = EventBatch.of(conn)
     moment = records.now()
     if combined.value != app.status:
+        cause = decided_by(combined.value, requests) or cause
         records.add_event(conn, application_id=app.id, type="application", status=combined.value, cause=cause)
         notifier.enqueue(conn, app, combined.value, cause=cause)
     if batch is not None and batch.apps.get(app.id) is app:  # the batch's own copy of the row
@@ -61,6 +62,15 @@ def settle(conn: Connection, service: Service, app: Any, requests: list[Any], *,
     else:
         conn.execute(_TOUCH_APPLICATION, {"app_id": app.id, "moment": moment})
     return combined.value
+
+
+def decided_by(combined: str, requests: list[Any]) -> str | None:
+    """The cause of a ``failed`` or ``rejected`` bundle: the requests that made it so ("tax
+    failed"), not the event that happened to settle the last open one ("permit approved")."""
+    if combined not in ("failed", "rejected"):
+        return None
+    steps = [r.step for r in requests if r.status == combined]
+    return f"{', '.join(steps)} {combined}" if steps else None
 
 
 # Built once: constructing a statement per event costs more than executing it.  (A
@@ -112,8 +122,8 @@ def apply_event(conn: Connection, catalog: Catalog, event: dict[str, Any]) -> bo
     values: dict[str, Any] = {}
     attempt = event.get("attempt")
     # The attempt count comes with whichever worker event arrives first for that attempt:
-    # the ``sent`` announcement (slow calls only), the outcome or the retry.
-    if kind in ("attempt", "outcome", "retry") and attempt and attempt > request.attempts:
+    # the ``sent`` announcement (slow calls only), the outcome, the retry or the dead letter.
+    if kind in ("attempt", "outcome", "retry", "failed") and attempt and attempt > request.attempts:
         values["attempts"] = attempt
     if changed:
         values.update(status=new.value, updated_at=records.now())

@@ -9,7 +9,7 @@ from __future__ import annotations
 import datetime as dt
 from typing import Any
 
-from sqlalchemy import Connection, func, or_, select
+from sqlalchemy import Connection, and_, func, or_, select
 
 from core import masking
 from core.domain.dag import check_dag
@@ -22,6 +22,7 @@ from ..store import tables as t
 from . import health, queues
 
 TERMINAL = ("completed", "rejected", "failed", "cancelled")
+APPLICATION_STATUSES = ("in_progress", "action_required", *TERMINAL)
 
 # Where each kind of event happens on the way gateway → outbox → broker → worker → agency → tracker.
 LANES = ("gateway", "outbox", "broker", "worker", "agency", "tracker")
@@ -94,8 +95,8 @@ def _summary(app: Any, requests: list[Any], catalog: Catalog) -> dict[str, Any]:
     return {"id": app.id, "service": app.service, "status": app.status,
             "reference": masking.mask_free_text(app.reference),  # also of rows stored before it was masked
             "created_at": records.iso(app.created_at), "updated_at": records.iso(app.updated_at),
-            "steps": [{"step": r.step, "agency": r.agency, "status": r.status, "attempts": r.attempts}
-                      for r in steps]}
+            "steps": [{"step": r.step, "agency": r.agency, "status": r.status, "attempts": r.attempts,
+                       "request_id": r.id} for r in steps]}
 
 
 def _summaries(conn: Connection, apps: list[Any], catalog: Catalog) -> list[dict[str, Any]]:
@@ -104,17 +105,32 @@ def _summaries(conn: Connection, apps: list[Any], catalog: Catalog) -> list[dict
     by_app: dict[str, list[Any]] = {a.id: [] for a in apps}
     for r in conn.execute(select(t.requests).where(t.requests.c.application_id.in_(list(by_app)))):
         by_app[r.application_id].append(r)
-    return [_summary(a, by_app[a.id], catalog) for a in apps]
+    waiting = retrying(conn, [r.id for rows in by_app.values() for r in rows if r.status in RETRYABLE])
+    summaries = [_summary(a, by_app[a.id], catalog) for a in apps]
+    for summary in summaries:
+        for step in summary["steps"]:
+            step["retry"] = waiting.get(step.pop("request_id"))
+    return summaries
 
 
-def recent_applications(conn: Connection, catalog: Catalog, *, limit: int = 20,
-                        status: str | None = None) -> list[dict[str, Any]]:
-    query = select(t.applications)
+def recent_applications(conn: Connection, catalog: Catalog, *, limit: int = 20, status: str | None = None,
+                        service: str | None = None, agency: str | None = None,
+                        before: str | None = None) -> list[dict[str, Any]]:
+    """Newest first, filtered by combined status, service and an agency among the steps;
+    ``before`` (an application id, the last of the previous page) starts the page after it."""
+    apps = t.applications
+    query = select(apps)
     if status:
-        query = query.where(t.applications.c.status == status)
-    apps = list(conn.execute(query.order_by(t.applications.c.created_at.desc(), t.applications.c.id.desc())
-                             .limit(limit)))
-    return _summaries(conn, apps, catalog)
+        query = query.where(apps.c.status == status)
+    if service:
+        query = query.where(apps.c.service == service)
+    if agency:
+        query = query.where(apps.c.id.in_(select(t.requests.c.application_id).where(t.requests.c.agency == agency)))
+    if before:
+        mark = select(apps.c.created_at).where(apps.c.id == before).scalar_subquery()
+        query = query.where(or_(apps.c.created_at < mark, and_(apps.c.created_at == mark, apps.c.id < before)))
+    rows = list(conn.execute(query.order_by(apps.c.created_at.desc(), apps.c.id.desc()).limit(limit)))
+    return _summaries(conn, rows, catalog)
 
 
 def application(conn: Connection, catalog: Catalog, app_id: str) -> dict[str, Any] | None:
@@ -132,9 +148,47 @@ def application(conn: Connection, catalog: Catalog, app_id: str) -> dict[str, An
         r["reason"] = masking.mask_free_text(r["reason"])
     doc["timeline"] = timeline(conn, app)
     doc["dag"] = dag(service, {r.step: r for r in requests}) if service else {"nodes": [], "edges": []}
-    doc["dead_letters"] = [dead_letter_document(d) for d in conn.execute(
-        select(t.dead_letters).where(t.dead_letters.c.application_id == app.id).order_by(t.dead_letters.c.id))]
+    agencies = catalog.agencies
+    attempts = {r.id: r.attempts for r in requests}
+    doc["dead_letters"] = [_masked_dead_letter(dead_letters.document(
+        d, attempts=attempts.get(d.request_id) if d.replayed_at is None else None,
+        max_attempts=agencies[d.agency].max_attempts if d.agency in agencies else None))
+        for d in conn.execute(select(t.dead_letters).where(t.dead_letters.c.application_id == app.id)
+                              .order_by(t.dead_letters.c.id))]
+    waiting = retrying(conn, [r.id for r in requests if r.status in RETRYABLE])
+    for r in doc["requests"]:
+        r["retry"] = waiting.get(r["request_id"])
+    for node in doc["dag"]["nodes"]:
+        node["retrying"] = any(r["retry"] for r in doc["requests"] if r["step"] == node["step"])
     return doc
+
+
+RETRYABLE = ("queued", "sent")
+
+
+def retrying(conn: Connection, request_ids: list[str]) -> dict[str, dict[str, Any]]:
+    """The requests whose latest worker event is a retry: when the next attempt is due and why.
+
+    The worker's ``retry`` event carries the delay it parked the message for; the next
+    attempt is due that long after the event occurred."""
+    if not request_ids:
+        return {}
+    e = t.events
+    latest = (select(e.c.request_id, func.max(e.c.id).label("id"))
+              .where(e.c.request_id.in_(request_ids), e.c.type.in_(dead_letters.WORKER_EVENTS + ("replay",)))
+              .group_by(e.c.request_id).subquery())
+    out = {}
+    for row in conn.execute(select(e.c.request_id, e.c.type, e.c.detail, e.c.occurred_at)
+                            .join(latest, latest.c.id == e.c.id)):
+        detail = row.detail or {}
+        if row.type != "retry" or detail.get("delay_seconds") is None:
+            continue
+        occurred = row.occurred_at if row.occurred_at.tzinfo else row.occurred_at.replace(tzinfo=dt.UTC)
+        out[row.request_id] = {
+            "next_attempt_at": records.iso(occurred + dt.timedelta(seconds=float(detail["delay_seconds"]))),
+            "next_attempt": detail.get("next_attempt"),
+            "reason": masking.mask_free_text(detail.get("reason") or "")}
+    return out
 
 
 def timeline(conn: Connection, app: Any) -> list[dict[str, Any]]:
@@ -197,16 +251,16 @@ def dag(service: Any, requests: dict[str, Any]) -> dict[str, Any]:
 
 # --- dead letters ----------------------------------------------------------------------
 
-def dead_letter_document(row: Any) -> dict[str, Any]:
-    doc = dead_letters.document(row)
-    doc["reason"] = masking.mask_free_text(doc["reason"] or "")
-    return doc
+def _masked_dead_letter(doc: dict[str, Any]) -> dict[str, Any]:
+    return dict(doc, reason=masking.mask_free_text(doc["reason"] or ""),
+                what_happened=masking.mask_free_text(doc["what_happened"] or ""))
 
 
-def open_dead_letters(conn: Connection, *, limit: int = 200) -> list[dict[str, Any]]:
-    rows = conn.execute(select(t.dead_letters).where(t.dead_letters.c.replayed_at.is_(None))
-                        .order_by(t.dead_letters.c.id.desc()).limit(limit))
-    return [dead_letter_document(r) for r in rows]
+def open_dead_letters(conn: Connection, catalog: Catalog | None = None, *, agency: str | None = None,
+                      reason: str | None = None, limit: int = 200) -> list[dict[str, Any]]:
+    """Open dead letters, newest first, filtered by agency and by text in the reason."""
+    return [_masked_dead_letter(d) for d in dead_letters.open_documents(
+        conn, catalog, agency=agency, reason=reason, limit=limit, newest_first=True)]
 
 
 # --- agencies and queues -----------------------------------------------------------------
@@ -232,6 +286,7 @@ def agencies(conn: Connection, settings: Settings, catalog: Catalog, *, minutes:
         q = depth.get(agency.id)
         rate = c.success_rate
         out.append({
+            "success_level": success_level(rate, settings),
             "id": agency.id, "name": agency.name, "adapter": agency.adapter, "decisions": agency.decisions,
             "calls": c.calls, "successes": c.successes, "failures": c.failures,
             "success_rate": None if rate is None else round(rate, 4),
@@ -242,6 +297,15 @@ def agencies(conn: Connection, settings: Settings, catalog: Catalog, *, minutes:
             "latency": c.series(minutes, now),
         })
     return out
+
+
+def success_level(rate: float | None, settings: Settings) -> str:
+    """``alert`` below the alert threshold, ``warn`` below the warning one, else ``ok``."""
+    if rate is None:
+        return "none"
+    if rate * 100 < settings.ops_success_alert_pct:
+        return "alert"
+    return "warn" if rate * 100 < settings.ops_success_warn_pct else "ok"
 
 
 def circuit_states() -> dict[str, str]:

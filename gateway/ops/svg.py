@@ -13,7 +13,7 @@ from markupsafe import Markup, escape
 STATUS_COLOURS = {
     "pending": "#9aa5b1", "queued": "#5b8def", "sent": "#3d6fd8", "accepted": "#8e6bd8",
     "approved": "#2f9e44", "rejected": "#e8590c", "failed": "#c92a2a", "skipped": "#adb5bd",
-    "cancelled": "#495057",
+    "cancelled": "#495057", "retrying": "#f08c00",
 }
 
 NODE_W, NODE_H, GAP_X, GAP_Y, PAD = 180, 62, 60, 24, 12
@@ -43,7 +43,8 @@ def dag_svg(dag: dict[str, Any]) -> Markup:
                      'stroke="#6c757d" stroke-width="1.5" marker-end="url(#arrow)"/>')
     for node in nodes:
         x, y = pos[node["step"]]
-        colour = STATUS_COLOURS.get(node["status"], "#868e96")
+        shown = "retrying" if node.get("retrying") else node["status"]  # queued, yet waiting for its retry
+        colour = STATUS_COLOURS.get(shown, "#868e96")
         parts.append(
             f'<g class="node" data-step="{escape(node["step"])}" data-status="{escape(node["status"])}">'
             f'<rect x="{x}" y="{y}" width="{NODE_W}" height="{NODE_H}" rx="8" fill="#fff" stroke="{colour}" '
@@ -52,8 +53,8 @@ def dag_svg(dag: dict[str, Any]) -> Markup:
             f'{escape(node["step"])}</text>'
             f'<text x="{x + 10}" y="{y + 38}" font-size="12" fill="#495057">{escape(node["agency"])}</text>'
             f'<text x="{x + 10}" y="{y + 54}" font-size="12" font-weight="600" fill="{colour}">'
-            f'{escape(node["status"])}</text>'
-            f'<title>{escape(node.get("title") or node["step"])}: {escape(node["status"])}, '
+            f'{escape(shown)}</text>'
+            f'<title>{escape(node.get("title") or node["step"])}: {escape(shown)}, '
             f'{int(node["attempts"])} attempt(s)</title></g>')
     parts.append("</svg>")
     return Markup("".join(parts))

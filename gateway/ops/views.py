@@ -8,11 +8,14 @@ returns, personal data masked.
 
 from __future__ import annotations
 
+import datetime as dt
 import functools
 from collections.abc import Callable
 from typing import Any
+from zoneinfo import ZoneInfo
 
 from flask import Blueprint, Response, g, redirect, render_template, request, url_for
+from markupsafe import Markup
 
 from .. import clients
 from ..api.context import authenticate, ctx
@@ -32,6 +35,38 @@ def _chip(status: str | None) -> str:
 @bp.app_template_filter("ops_ms")
 def _ms(value: float | None) -> str:
     return "–" if value is None else (f"{value:.0f} ms" if value < 10_000 else f"{value / 1000:.1f} s")
+
+
+@functools.cache
+def _zone(name: str) -> ZoneInfo:
+    return ZoneInfo(name)
+
+
+def _moment(value: str) -> dt.datetime:
+    return dt.datetime.fromisoformat(value.replace("Z", "+00:00"))
+
+
+@bp.app_template_filter("ops_clock")
+def _clock(value: str | None) -> str:
+    """HH:MM:SS in the hall's time zone, as plain text (for a title)."""
+    return _moment(value).astimezone(_zone(ctx().settings.timezone)).strftime("%H:%M:%S") if value else "–"
+
+
+@bp.app_template_filter("ops_time")
+def _time(value: str | None, short: bool = False) -> Markup:
+    """A stored UTC time in the hall's time zone, to the second, with UTC on hover."""
+    if not value:
+        return Markup("–")
+    moment = _moment(value)
+    local = moment.astimezone(_zone(ctx().settings.timezone))
+    utc = moment.astimezone(dt.UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
+    return Markup('<time datetime="{}" title="{}">{}</time>').format(
+        value, utc, local.strftime("%H:%M:%S" if short else "%Y-%m-%d %H:%M:%S"))
+
+
+@bp.context_processor
+def _hall() -> dict[str, Any]:
+    return {"hall_timezone": ctx().settings.timezone}
 
 
 @bp.app_template_filter("ops_percent")
@@ -107,13 +142,21 @@ def overview() -> str:
                            latency_svg=svg.latency_svg, active="overview")
 
 
+PAGE = 50  # applications per page
+
+
 @bp.get("/applications")
 @page
 def applications() -> str:
-    status = request.args.get("status") or None
+    c = ctx()
+    filters = api.application_filters()
     with _read() as conn:
-        items = queries.recent_applications(conn, ctx().catalog, limit=100, status=status)
-    return render_template("applications.html", items=items, status=status, active="applications")
+        items = queries.recent_applications(conn, c.catalog, limit=PAGE, **filters)
+    chosen = {k: v for k, v in filters.items() if v and k != "before"}
+    return render_template("applications.html", items=items, filters=chosen, paged=bool(filters["before"]),
+                           next=items[-1]["id"] if len(items) == PAGE else None,
+                           services=sorted(c.catalog.services), agencies=sorted(c.catalog.agencies),
+                           statuses=queries.APPLICATION_STATUSES, active="applications")
 
 
 @bp.get("/applications/<app_id>")
@@ -140,9 +183,13 @@ def agencies() -> str:
 @bp.get("/dead-letters")
 @page
 def dead_letters() -> str:
+    c = ctx()
+    agency, reason = request.args.get("agency") or None, (request.args.get("reason") or "")[:200] or None
     with _read() as conn:
-        items = queries.open_dead_letters(conn)
-    return render_template("dead_letters.html", items=items, active="dead-letters")
+        items = queries.open_dead_letters(conn, c.catalog, agency=agency, reason=reason)
+    return render_template("dead_letters.html", items=items, agency=agency, reason=reason,
+                           agencies=sorted(c.catalog.agencies), replay_rate=c.settings.ops_replay_rate,
+                           active="dead-letters")
 
 
 @bp.route("/search", methods=["GET", "POST"])

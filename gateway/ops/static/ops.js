@@ -32,6 +32,27 @@
 
   function every(fn) { fn(); return setInterval(fn, POLL_MS); }
 
+  // --- times: the hall's time zone, to the second, UTC on hover (as the server renders them)
+  var ZONE = document.body.getAttribute("data-timezone") || "UTC";
+  var LOCAL = new Intl.DateTimeFormat("sv-SE", { timeZone: ZONE, year: "numeric", month: "2-digit", day: "2-digit",
+    hour: "2-digit", minute: "2-digit", second: "2-digit", hour12: false });
+  var UTC = new Intl.DateTimeFormat("sv-SE", { timeZone: "UTC", year: "numeric", month: "2-digit", day: "2-digit",
+    hour: "2-digit", minute: "2-digit", second: "2-digit", hour12: false });
+
+  function timeEl(iso) {
+    if (!iso) { return document.createTextNode("–"); }
+    var at = new Date(iso);
+    return el("time", { "datetime": iso, "title": UTC.format(at) + " UTC" }, LOCAL.format(at));
+  }
+
+  function clock(iso) { return iso ? LOCAL.format(new Date(iso)).slice(11) : "–"; }
+
+  function post(url, body) {
+    return fetch(url, { method: "POST", credentials: "same-origin", body: body === undefined ? undefined : JSON.stringify(body),
+      headers: { "Accept": "application/json", "Content-Type": "application/json" } })
+      .then(function (r) { return r.json().then(function (doc) { return { ok: r.ok, doc: doc }; }); });
+  }
+
   // --- overview: counters and recent applications -------------------------------------
   function appRow(a) {
     var tr = el("tr", { "data-id": a.id, "data-status": a.status });
@@ -41,9 +62,16 @@
     tr.appendChild(el("td", {}, a.reference || "–"));
     td = el("td"); td.appendChild(chip(a.status)); tr.appendChild(td);
     td = el("td"); var chips = el("span", { "class": "chips" });
-    a.steps.forEach(function (s) { chips.appendChild(chip(s.status, s.step, s.step + " (" + s.agency + "): " + s.status)); });
+    a.steps.forEach(function (s) {
+      if (s.retry) {
+        chips.appendChild(chip("retrying", s.step, s.step + " (" + s.agency + "): retrying, next attempt at " +
+          clock(s.retry.next_attempt_at) + " (" + s.retry.reason + ")"));
+      } else {
+        chips.appendChild(chip(s.status, s.step, s.step + " (" + s.agency + "): " + s.status));
+      }
+    });
     td.appendChild(chips); tr.appendChild(td);
-    tr.appendChild(el("td", { "class": "mono" }, a.created_at));
+    td = el("td", { "class": "mono" }); td.appendChild(timeEl(a.created_at)); tr.appendChild(td);
     return tr;
   }
 
@@ -56,7 +84,7 @@
           if (bool) { value = value ? bool.split("|")[0] : bool.split("|")[1]; }
           node.textContent = value === null || value === undefined ? "–" : String(value);
         });
-        var at = document.getElementById("updated-at"); if (at) { at.textContent = data.at; }
+        var at = document.getElementById("updated-at"); if (at) { at.replaceChildren(timeEl(data.at)); }
       }).catch(function () {});
       var recent = document.querySelector("#recent tbody");
       if (recent) {
@@ -83,6 +111,8 @@
           if (!row) { return; }
           row.querySelectorAll("[data-field]").forEach(function (cell) {
             cell.textContent = formatted(a[cell.getAttribute("data-field")], cell.getAttribute("data-format"));
+            var level = cell.getAttribute("data-level-field");
+            if (level) { cell.className = cell.getAttribute("data-level-class") + a[level]; }
           });
         });
       }).catch(function () {});
@@ -93,14 +123,14 @@
   function deadRow(d) {
     var tr = el("tr", { "data-id": d.id });
     tr.appendChild(el("td", {}, d.id));
-    tr.appendChild(el("td", { "class": "mono" }, d.created_at));
+    var when = el("td", { "class": "mono" }); when.appendChild(timeEl(d.created_at)); tr.appendChild(when);
     tr.appendChild(el("td", {}, d.agency));
     tr.appendChild(el("td", {}, d.step || "–"));
     var td = el("td");
     td.appendChild(el("a", { "class": "mono", "href": "/ops/applications/" + encodeURIComponent(d.application_id) }, d.application_id));
     tr.appendChild(td);
     tr.appendChild(el("td", {}, d.attempts));
-    tr.appendChild(el("td", { "class": "reason" }, d.reason));
+    tr.appendChild(el("td", { "class": "reason" }, d.what_happened));
     td = el("td"); td.appendChild(el("button", { "type": "button", "class": "replay", "data-replay": d.id }, "Replay"));
     tr.appendChild(td);
     return tr;
@@ -109,7 +139,7 @@
   function deadLetters() {
     var body = document.querySelector("#dead-letters tbody");
     every(function () {
-      getJSON("/ops/api/dead-letters").then(function (data) {
+      getJSON("/ops/api/dead-letters" + filterQuery()).then(function (data) {
         if (!data.items.length) {
           var tr = el("tr", { "class": "empty" }); tr.appendChild(el("td", { "colspan": "8" }, "No open dead letters."));
           body.replaceChildren(tr);
@@ -117,6 +147,68 @@
           body.replaceChildren.apply(body, data.items.map(deadRow));
         }
       }).catch(function () {});
+    });
+  }
+
+  function filterQuery() {
+    var form = document.getElementById("bulk-replay");
+    var query = new URLSearchParams();
+    ["agency", "reason"].forEach(function (k) { if (form && form.dataset[k]) { query.set(k, form.dataset[k]); } });
+    var text = query.toString();
+    return text ? "?" + text : "";
+  }
+
+  // --- bulk replay: a dry run with counts, then the replay at a rate, each message's result
+  function bulkReplay(form) {
+    var plan = null;
+    var status = document.getElementById("replay-status");
+    var section = document.getElementById("bulk-plan");
+    var confirm = document.getElementById("bulk-confirm");
+    form.addEventListener("submit", function (event) {
+      event.preventDefault();
+      post("/ops/api/dead-letters/replay", { agency: form.dataset.agency || null, reason: form.dataset.reason || null,
+        dry_run: true }).then(function (res) {
+        if (!res.ok) { status.textContent = "Dry run failed: " + (res.doc.detail || "error"); return; }
+        plan = res.doc;
+        document.getElementById("bulk-summary").textContent = "Dry run: " + plan.would_replay +
+          " dead letter(s) would be replayed at " + form.elements.rate.value + " per second.";
+        var list = document.getElementById("bulk-by-agency");
+        list.replaceChildren.apply(list, Object.keys(plan.by_agency).sort().map(function (agency) {
+          return el("li", { "data-agency": agency }, agency + ": " + plan.by_agency[agency]);
+        }));
+        confirm.textContent = "Replay " + plan.would_replay + " now";
+        confirm.disabled = plan.would_replay === 0;
+        section.hidden = false;
+      });
+    });
+    confirm.addEventListener("click", function () {
+      if (!plan || !form.reportValidity()) { return; }
+      confirm.disabled = true;
+      status.textContent = "Replaying " + plan.ids.length + " dead letter(s), then checking each one went through…";
+      post("/ops/api/dead-letters/replay", { ids: plan.ids, dry_run: false, why: form.elements.why.value,
+        rate: parseFloat(form.elements.rate.value) }).then(function (res) {
+        if (!res.ok) { status.textContent = "Replay failed: " + (res.doc.detail || "error"); confirm.disabled = false; return; }
+        var counts = res.doc.counts;
+        status.textContent = "Bulk replay by " + res.doc.by + ": " + Object.keys(counts).sort().map(function (k) {
+          return counts[k] + " " + k; }).join(", ") + ".";
+        var table = document.getElementById("bulk-results");
+        var body = table.querySelector("tbody");
+        body.replaceChildren.apply(body, res.doc.results.map(function (r) {
+          var tr = el("tr", { "data-id": r.id, "data-result": r.result });
+          tr.appendChild(el("td", {}, r.id));
+          tr.appendChild(el("td", {}, r.agency));
+          var td = el("td");
+          td.appendChild(el("a", { "class": "mono", "href": "/ops/applications/" + encodeURIComponent(r.application_id) }, r.application_id));
+          tr.appendChild(td);
+          tr.appendChild(el("td", { "class": "result" }, r.result));
+          tr.appendChild(el("td", {}, r.status || ""));
+          tr.appendChild(el("td", {}, r.detail || ""));
+          return tr;
+        }));
+        table.hidden = false;
+        section.hidden = true;
+        plan = null;
+      });
     });
   }
 
@@ -154,9 +246,9 @@
 
   document.addEventListener("DOMContentLoaded", function () {
     var page = document.body.getAttribute("data-page");
-    if (page === "overview") { overview(); }
+    if (page === "overview") { overview(); agencies(); }
     else if (page === "agencies") { agencies(); }
-    else if (page === "dead-letters") { deadLetters(); }
+    else if (page === "dead-letters") { deadLetters(); bulkReplay(document.getElementById("bulk-replay")); }
     var app = document.body.getAttribute("data-app");
     if (app) { application(app, document.body.getAttribute("data-app-state")); }
   });
