@@ -42,7 +42,12 @@ def schema_errors(schema: dict[str, Any], document: Any, *, prefix: str = "") ->
     """``[{path, message}]`` for every way ``document`` breaks ``schema``; paths are JSON Pointers."""
     errors = []
     for error in sorted(_validator(schema).iter_errors(document), key=lambda e: list(e.absolute_path)):
-        path = prefix + "".join(f"/{p}" for p in error.absolute_path)
+        segments = list(error.absolute_path)
+        if error.validator == "required" and isinstance(error.instance, dict):
+            # Point at the missing field itself, not at the object that lacks it.
+            segments += [name for name in error.validator_value
+                         if name not in error.instance and error.message == f"{name!r} is a required property"]
+        path = prefix + "".join(f"/{p}" for p in segments)
         message = error.message if len(error.message) < 300 else error.message[:297] + "..."
         errors.append({"path": path or "/", "message": message})
     return errors

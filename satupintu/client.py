@@ -207,6 +207,10 @@ class Client:
     def cancel(self, app_id: str) -> Application:
         return Application.from_json(self._call("POST", f"/v1/applications/{app_id}/cancel"))
 
+    def ops_agencies(self) -> dict[str, Any]:
+        """Per agency, what the dashboard shows: calls, latency, queue, circuit (an ``ops`` key)."""
+        return self._call("GET", "/ops/api/agencies")
+
     def wait(self, app_id: str, *, timeout: float = 300.0, interval: float = 1.0) -> Application:
         """Poll until the application is decided (or ``timeout`` seconds passed); the last document."""
         deadline = time.monotonic() + timeout

@@ -94,7 +94,7 @@ def callback(agency_id: str) -> Response:
             "event_id": uuid7_hex(), "type": "callback", "status": body["status"],
             "request_id": req.id, "application_id": req.application_id, "service": app.service,
             "step": req.step, "agency": agency.id, "reference": body.get("reference"), "reason": reason,
-            "output": None, "attempt": None, "detail": {}, "origin": f"callback from {agency.id}",
+            "output": None, "attempt": None, "detail": {}, "origin": agency.id,
             "occurred_at": records.iso(moment),
         }
         records.enqueue(conn, exchange="status", routing_key=f"{app.service}.{agency.id}.{body['status']}",

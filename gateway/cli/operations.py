@@ -4,9 +4,12 @@
 from __future__ import annotations
 
 import argparse
+import datetime as dt
+import json
+import shutil
 import sys
+from typing import Any
 
-from core.domain.errors import SatupintuError
 from core.settings import Settings
 
 from .startup import open_store, read_catalog
@@ -80,31 +83,8 @@ def _progress_count(done: int, label: str) -> None:
         sys.stderr.flush()
 
 
-def cmd_config_check(_args: argparse.Namespace, settings: Settings) -> int:
-    from adapters.registry import adapter_class
-    try:
-        catalog = read_catalog(settings)
-    except SatupintuError as exc:
-        print(exc, file=sys.stderr)
-        return 1
-    problems = 0
-    for agency in catalog.agencies.values():
-        adapter = adapter_class(agency.adapter)(agency, settings)
-        try:
-            found = adapter.check()
-        finally:
-            adapter.close()
-        for problem in found:
-            print(f"{agency.file}: {problem}", file=sys.stderr)
-        problems += len(found)
-        print(f"agency {agency.id}: {agency.adapter}, {len(agency.operations)} operation(s), "
-              f"{'ok' if not found else f'{len(found)} problem(s)'}")
-    from gateway.schema_limits import unbounded_fields
-    for service in catalog.services.values():
-        print(f"service {service.id}: {len(service.steps)} step(s) in order {' -> '.join(service.order)}")
-        for warning in unbounded_fields(service.input_schema):  # a warning: the exit status stays 0
-            print(f"warning: {service.file}: input_schema {warning}", file=sys.stderr)
-    return 1 if problems else 0
+# On stderr, so that stdout is the key alone (DESIGN §5) and `KEY=$(satupintu clients create ...)` works.
+KEY_SHOWN_ONCE = "the key is shown only this once (the store keeps a hash of it): keep it now"
 
 
 def cmd_clients(args: argparse.Namespace, settings: Settings) -> int:
@@ -118,6 +98,7 @@ def cmd_clients(args: argparse.Namespace, settings: Settings) -> int:
                 print(f"satupintu: {exc}", file=sys.stderr)
                 return 2
             print(key)
+            print(KEY_SHOWN_ONCE, file=sys.stderr)
         elif args.clients_command == "list":
             for c in clients.list_all(conn):
                 print(f"{c['name']:<24} {' '.join(c['scopes']):<18} {'revoked' if c['revoked_at'] else 'active'}")
@@ -125,6 +106,7 @@ def cmd_clients(args: argparse.Namespace, settings: Settings) -> int:
             clients.revoke(conn, args.name)
         elif args.clients_command == "rotate":
             print(clients.rotate(conn, args.name))
+            print(KEY_SHOWN_ONCE, file=sys.stderr)
     return 0
 
 
@@ -136,10 +118,11 @@ def cmd_dead_letters(args: argparse.Namespace, settings: Settings) -> int:
     store = open_store(settings)
     if args.dl_command == "list":
         rows = dead_letters.list_open(store, agency=args.agency)
-        for d in rows:
-            print(f"{d['id']:>6}  {d['created_at']}  {d['agency']:<18} {d['request_id']}  attempts={d['attempts']}  "
-                  f"{d['reason'][:100]}")
-        if not rows:
+        if args.json:
+            print(json.dumps({"items": rows}, indent=2))
+        elif rows:
+            print(dead_letter_table(rows, shutil.get_terminal_size().columns))
+        else:
             print("no dead letters")
         return 0
     replayed = dead_letters.replay(store, read_catalog(settings), ids=[args.id] if args.id else None,
@@ -148,8 +131,25 @@ def cmd_dead_letters(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
+def dead_letter_table(rows: list[dict[str, Any]], width: int) -> str:
+    """The dead letters as a table ``width`` columns wide: the reason gets what the other
+    columns leave (at least 20), cut with "..."; ``--json`` has it whole."""
+    columns = ("id", "created_at", "agency", "application_id", "step", "attempts")
+    cells = [[str(row[c] if row[c] is not None else "-") for c in columns] for row in rows]
+    widths = [max(len(c), *(len(line[i]) for line in cells)) for i, c in enumerate(columns)]
+    room = max(20, width - sum(widths) - 2 * len(widths))
+    header = "  ".join(c.ljust(w) for c, w in zip(columns, widths)) + "  reason"
+    lines = [header]
+    for row, line in zip(rows, cells):
+        reason = " ".join(str(row["reason"] or "").split())
+        if len(reason) > room:
+            reason = reason[:room - 3] + "..."
+        lines.append("  ".join(cell.ljust(w) for cell, w in zip(line, widths)) + "  " + reason)
+    return "\n".join(lines)
+
+
 def cmd_audit_verify(args: argparse.Namespace, settings: Settings) -> int:
-    from gateway.audit import verify
+    from gateway.audit import ANCHOR_SETTLE, verify
     try:
         report = verify(open_store(settings), anchor=args.anchor)
     except ValueError as exc:
@@ -163,4 +163,12 @@ def cmd_audit_verify(args: argparse.Namespace, settings: Settings) -> int:
     print(f"audit chain intact: {report.events} event(s) of {report.applications} application(s)")
     if report.anchor:
         print(f"anchor {report.anchor}  (keep it outside the database; check later with --anchor)")
+    if report.left_out:
+        # PostgreSQL only: a transaction that took a lower id may still be committing (gateway/audit.py).
+        ready = report.settled_at  # SQLite hands back naive datetimes, which are UTC by construction
+        when = (ready if ready.tzinfo else ready.replace(tzinfo=dt.UTC)).astimezone(dt.UTC).strftime("%H:%M:%S UTC")
+        print(f"{'no anchor yet: the' if not report.anchor else 'not in the anchor: the newest'} "
+              f"{report.left_out} event row(s) are younger than {int(ANCHOR_SETTLE.total_seconds())} s "
+              f"(a transaction that took a lower id may still be committing); run again after {when} "
+              "to anchor them")
     return 0

@@ -89,18 +89,46 @@ def start_sandbox(supervisor, gateway_url: str, report: Path) -> None:  # noqa: 
         print(f"sandbox {agency}: {url}  (stats: {url}/_sandbox/stats)", flush=True)
 
 
-def demo_client(supervisor, engine, gateway_url: str) -> bool:  # noqa: ANN001
-    """Once the gateway answers: a client with every scope, its key printed on a line of its own."""
+DEMO_CLIENT = "demo"
+
+
+def demo_key(engine) -> str:  # noqa: ANN001
+    """The demo client's key: one client named ``demo`` with every scope, given a new key on
+    every run, so the previous run's key stops working (keys are stored hashed: an old one
+    cannot be shown again).  Clients of earlier demos (``demo-XXXXXX``) are revoked."""
+    from core.domain.errors import NotFound
     from gateway import clients
+    with engine.begin() as conn:
+        for old in clients.list_all(conn):
+            if old["name"].startswith("demo-") and not old["revoked_at"]:
+                clients.revoke(conn, old["name"])
+        try:
+            return clients.rotate(conn, DEMO_CLIENT)
+        except NotFound:
+            return clients.create(conn, DEMO_CLIENT, list(clients.SCOPES))[1]
+
+
+def command_name(argv0: str) -> str:
+    """How the user can run this command again from here: ``satupintu`` when that is what
+    PATH finds, else the path that started this process (``.venv/bin/satupintu``)."""
+    if argv0.endswith("__main__.py"):
+        return f"{sys.executable} -m gateway.cli"
+    found = shutil.which("satupintu")
+    if found and os.path.realpath(found) == os.path.realpath(argv0):
+        return "satupintu"
+    return argv0
+
+
+def demo_client(supervisor, engine, gateway_url: str) -> bool:  # noqa: ANN001
+    """Once the gateway answers: the demo client's key, printed on a line of its own."""
     from gateway.supervisor import wait_http
     if not wait_http(f"{gateway_url}/healthz", 60, alive=lambda: not supervisor.stopping):
         print("the gateway did not come up within 60 s", file=sys.stderr)
         return False
-    with engine.begin() as conn:
-        _client, key = clients.create(conn, f"demo-{secrets.token_hex(3)}", list(clients.SCOPES))
+    key = demo_key(engine)
     print(f"Satu Pintu demo at {gateway_url}  (dashboard: {gateway_url}/ops/)", flush=True)
     print(f"SATUPINTU_URL={gateway_url}", flush=True)
     print(f"SATUPINTU_API_KEY={key}", flush=True)
     print(f"Try:  SATUPINTU_URL={gateway_url} SATUPINTU_API_KEY={key} "
-          "satupintu submit examples/business-startup.json --wait", flush=True)
+          f"{command_name(sys.argv[0])} submit examples/business-startup.json --wait", flush=True)
     return True
