@@ -141,7 +141,8 @@ def _schemas(catalog: Catalog) -> dict[str, Any]:
     summary = {"id": text, "service": text, "status": _ref("ApplicationStatus"), "reference": maybe,
                "created_at": text, "updated_at": text,
                "steps": _array(_object(["step", "agency", "status", "attempts"], step=text, agency=text,
-                                       status=_ref("RequestStatus"), attempts=count))}
+                                       status=_ref("RequestStatus"), attempts=count,
+                                       retry={"type": ["object", "null"]}))}
     return {
         "ApplicationStatus": {"enum": APPLICATION_STATUSES},
         "RequestStatus": {"enum": REQUEST_STATUSES},
@@ -240,7 +241,7 @@ def _v1_paths(catalog: Catalog) -> dict[str, Any]:
             {"200": {"description": "event stream", "content": {"text/event-stream": {"schema": {"type": "string"}}}}},
             problems=(404,),
             parameters=(APP_ID, {"name": "Last-Event-ID", "in": "header", "required": False,
-                                 "schema": {"type": "string"}},
+                                 "schema": {"type": "string", "pattern": "^[0-9]*$"}},
                         _query("last_event_id", {"type": "integer"}),
                         _query("timeout", {"type": "number", "minimum": 0, "maximum": 3600},
                                "seconds the stream stays open")))},
@@ -279,9 +280,12 @@ def _ops_paths() -> dict[str, Any]:
         "/ops/api/overview": {"get": _operation("ops_overview", "ops", "Totals, flow and health",
                                                 {"200": _json({"type": "object"})})},
         "/ops/api/applications": {"get": _operation(
-            "ops_list_applications", "ops", "Recent applications (personal data masked)",
-            {"200": _json(_items(_ref("OpsApplication")))},
-            parameters=(_query("status", _text()), _limit(200)))},
+            "ops_list_applications", "ops", "Recent applications, newest first (personal data masked)",
+            {"200": _json({**_items(_ref("OpsApplication")), "properties": {
+                "items": _array(_ref("OpsApplication")),
+                "next": {"type": ["string", "null"], "description": "``before`` of the next page"}}})},
+            parameters=(_query("status", _text()), _query("service", _text()), _query("agency", _text()),
+                        _query("before", _text(), "the last id of the page before"), _limit(200)))},
         "/ops/api/applications/{app_id}": {"get": _operation(
             "ops_get_application", "ops", "One application with its timeline (personal data masked)",
             {"200": _json({"type": "object"})}, problems=(404,), parameters=(APP_ID,))},
@@ -290,8 +294,28 @@ def _ops_paths() -> dict[str, Any]:
         "/ops/api/queues": {"get": _operation("ops_list_queues", "ops", "Queue depths",
                                               {"200": _json(_ref("Queues"))})},
         "/ops/api/dead-letters": {"get": _operation(
-            "ops_list_dead_letters", "ops", "Open dead letters", {"200": _json(_items(_ref("DeadLetter")))},
-            parameters=(_limit(1000),))},
+            "ops_list_dead_letters", "ops", "Open dead letters, newest first",
+            {"200": _json(_items(_ref("DeadLetter")))},
+            parameters=(_query("agency", _text()), _query("reason", _text(), "text the reason holds"),
+                        _limit(1000)))},
+        "/ops/api/dead-letters/replay": {"post": _operation(
+            "ops_replay_dead_letters", "ops",
+            "Replay the dead letters a filter picks: a dry run with counts unless dry_run is false",
+            {"200": _json({"type": "object", "required": ["dry_run"], "properties": {"dry_run": {"type": "boolean"}}})},
+            problems=(422,),
+            body={"required": False, "content": {"application/json": {"schema": {
+                "type": "object",
+                "if": {"required": ["dry_run"], "properties": {"dry_run": {"const": False}}},
+                "then": {"required": ["why"], "properties": {"why": {"type": "string", "pattern": "\\S"}}},
+                "properties": {
+                    "agency": {"type": ["string", "null"]}, "reason": {"type": ["string", "null"]},
+                    "ids": {"type": ["array", "null"], "items": {"type": "integer", "minimum": 0,
+                                                                 "maximum": 2**63 - 1}},
+                    "dry_run": {"type": "boolean"},
+                    "why": {"type": ["string", "null"], "description": "required when dry_run is false"},
+                    "rate": {"type": "number", "minimum": 0.1, "maximum": 100, "description": "per second"},
+                    "wait": {"type": "number", "minimum": 0, "maximum": 120,
+                             "description": "seconds to watch each message go through"}}}}}})},
         "/ops/api/dead-letters/{dead_id}/replay": {"post": _operation(
             "ops_replay_dead_letter", "ops", "Replay one dead letter",
             {"200": _json(_object(["replayed"], replayed=_array({"type": "integer"})))}, problems=(404,),
