@@ -28,7 +28,13 @@ from .store.shared import now
 
 # Rows newer than this are left out of a new anchor: on PostgreSQL a transaction that took
 # a lower id may still be committing, and would then appear "inside" an anchor later.
+# SQLite has one writer at a time, so there every committed row is settled at once.
 ANCHOR_SETTLE = dt.timedelta(seconds=60)
+
+
+def settle_window(engine: Engine) -> dt.timedelta:
+    """How old a row must be to go into an anchor on this store."""
+    return dt.timedelta(0) if engine.dialect.name == "sqlite" else ANCHOR_SETTLE
 
 
 @dataclass
@@ -39,6 +45,9 @@ class Report:
     events: int = 0
     applications: int = 0
     anchor: str | None = None  # "<event id>:<digest>", to be kept outside the database
+    # Rows too young for the anchor, and when the youngest of them will be old enough.
+    left_out: int = 0
+    settled_at: dt.datetime | None = None
     heads: dict[str, tuple[int, str]] = field(default_factory=dict, repr=False)
 
 
@@ -60,9 +69,12 @@ def verify(engine: Engine, *, anchor: str | None = None) -> Report:
     last: dict[str, tuple[int, str]] = {}
     at_check: dict[str, tuple[int, str]] = {}  # heads as of the given anchor's row
     at_settled: dict[str, tuple[int, str]] = {}  # heads as of the newest settled row (the new anchor)
+    window = settle_window(engine)
     with engine.connect().execution_options(readonly=True) as conn:
-        settled = conn.execute(select(func.max(t.events.c.id)).where(
-            t.events.c.recorded_at < now() - ANCHOR_SETTLE)).scalar() or 0
+        newest = select(func.max(t.events.c.id))
+        if window:
+            newest = newest.where(t.events.c.recorded_at < now() - window)
+        settled = conn.execute(newest).scalar() or 0
         for row in conn.execute(select(t.events).order_by(t.events.c.id)).yield_per(1000).mappings():
             application_id = row["application_id"]
             count, expected_prev = last.get(application_id, (0, GENESIS))
@@ -81,6 +93,10 @@ def verify(engine: Engine, *, anchor: str | None = None) -> Report:
                 at_check[application_id] = last[application_id]
             if row["id"] <= settled:
                 at_settled[application_id] = last[application_id]
+            else:
+                report.left_out += 1
+                ready = row["recorded_at"] + window
+                report.settled_at = max(report.settled_at or ready, ready)
     report.applications, report.heads = len(last), last
     if anchor_id is not None and anchor_digest(at_check) != expected:
         report.broken = {"id": anchor_id, "application_id": None,

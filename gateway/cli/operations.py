@@ -133,11 +133,12 @@ def cmd_dead_letters(args: argparse.Namespace, settings: Settings) -> int:
 
 def dead_letter_table(rows: list[dict[str, Any]], width: int) -> str:
     """The dead letters as a table ``width`` columns wide: the reason gets what the other
-    columns leave (at least 20), cut with "..."; ``--json`` has it whole."""
+    columns leave (at least 10), cut with "..."; ``--json`` has it whole."""
     columns = ("id", "created_at", "agency", "application_id", "step", "attempts")
-    cells = [[str(row[c] if row[c] is not None else "-") for c in columns] for row in rows]
+    shown = [dict(row, created_at=(row["created_at"] or "")[:19].replace("T", " ")) for row in rows]  # to the second
+    cells = [[str(row[c] if row[c] is not None else "-") for c in columns] for row in shown]
     widths = [max(len(c), *(len(line[i]) for line in cells)) for i, c in enumerate(columns)]
-    room = max(20, width - sum(widths) - 2 * len(widths))
+    room = max(10, width - sum(widths) - 2 * len(widths))
     header = "  ".join(c.ljust(w) for c, w in zip(columns, widths)) + "  reason"
     lines = [header]
     for row, line in zip(rows, cells):
