@@ -130,9 +130,14 @@ def bulk_replay() -> Response:
         raise _invalid("/", "a JSON object")
     agency, reason = _text(body, "agency"), _text(body, "reason")
     ids = body.get("ids")
-    if ids is not None and not (isinstance(ids, list) and all(type(i) is int for i in ids)):
-        raise _invalid("/ids", "a list of dead-letter ids")
+    if ids is not None:
+        # JSON has one number type: 7.0 is the id 7 too, as JSON Schema's ``integer`` says.
+        if not (isinstance(ids, list) and all(_whole(i) and 0 <= i < 2**63 for i in ids)):
+            raise _invalid("/ids", "a list of dead-letter ids")
+        ids = [int(i) for i in ids]
     c = ctx()
+    rate = _number(body, "rate", c.settings.ops_replay_rate, least=0.1, most=100)  # checked in a dry run too
+    wait = _number(body, "wait", 30, least=0, most=120)
     with _read() as conn:
         planned = dead_letters.plan(conn, agency=agency, reason=reason, ids=ids, limit=BULK_MOST)
     if body.get("dry_run", True) is not False:
@@ -140,14 +145,16 @@ def bulk_replay() -> Response:
     why = _text(body, "why")
     if not why:
         raise _invalid("/why", "say why these dead letters are replayed")
-    rate = _number(body, "rate", c.settings.ops_replay_rate, least=0.1, most=100)
-    wait = _number(body, "wait", 30, least=0, most=120)
     who = current_client().name
     results = dead_letters.replay_paced(c.engine, c.catalog, planned["ids"], rate=rate,
                                         cause=f"bulk replay by {who}: {why}", detail={"by": who, "why": why})
     dead_letters.verify(c.engine, results, wait=wait)
     return _json({"dry_run": False, "by": who, "why": why, "rate": rate,
                   "counts": dict(Counter(r["result"] for r in results)), "results": results})
+
+
+def _whole(value: Any) -> bool:
+    return type(value) is int or (type(value) is float and value.is_integer())
 
 
 def _invalid(path: str, message: str) -> Problem:
