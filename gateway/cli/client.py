@@ -75,7 +75,8 @@ def cmd_submit(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def wait_for_decisions(client: Client, ids: list[str], timeout: float) -> dict[str, str]:
-    """Poll every application until it is decided or ``timeout`` seconds passed: {id: status}."""
+    """Poll every application until it is decided, or waits for a correction, or ``timeout``
+    seconds passed: {id: status}."""
     final: dict[str, str] = {}
     progress = Progress(len(ids), "decided")
     deadline = time.monotonic() + timeout
@@ -87,7 +88,7 @@ def wait_for_decisions(client: Client, ids: list[str], timeout: float) -> dict[s
                 app = client.application(app_id)
             except requests.RequestException as exc:
                 raise unreachable(client, exc) from exc
-            if app.decided:
+            if app.decided or app.status == "action_required":  # a returned one waits for a correction
                 final[app_id] = app.status
         progress.update(len(final))
         if len(final) < len(ids):
