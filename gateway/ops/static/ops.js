@@ -205,6 +205,9 @@
           tr.appendChild(el("td", {}, r.detail || ""));
           return tr;
         }));
+        res.doc.results.forEach(function (r) {  // replayed: no longer open
+          var row = document.querySelector('#dead-letters tr[data-id="' + r.id + '"]'); if (row) { row.remove(); }
+        });
         table.hidden = false;
         section.hidden = true;
         plan = null;
