@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from .domain.calendar import WorkingCalendar
 from .domain.errors import ConfigError
 
 
@@ -166,3 +167,5 @@ class Catalog:
     agencies: dict[str, Agency]
     services: dict[str, Service]
     folder: str
+    # The hall's working days (weekends, national holidays, the folder's calendar.yaml).
+    calendar: WorkingCalendar = field(default_factory=WorkingCalendar)

@@ -11,18 +11,21 @@ import jsonschema
 from sqlalchemy import Connection, Engine, select, update
 from sqlalchemy.exc import IntegrityError
 
+from core.domain.calendar import WorkingCalendar
 from core.domain.errors import Conflict, NotFound, ValidationFailed
 from core.domain.ids import uuid7_hex
 from core.domain.status import ApplicationStatus, RequestStatus, combined_status
+from core.domain.text import text_problems
 from core.masking import mask_free_text, nik_hashes, pii_values
 from core.model import Catalog, Service
 
 from . import notifier
 from .clients import Client
+from .documents.check import attach, document_problems, submitted_detail
 from .store import records, sqlite
 from .store import tables as t
 from .store.chain import EventChain, event_row
-from .workflow import dispatch, dispatch_message, next_changes
+from .workflow import dispatch, dispatch_message, event_detail, next_changes
 
 # One validator per schema, built once (building one costs more than validating a bundle),
 # as jsonschema intends.  Keyed by identity, and the schema is kept with its validator so that
@@ -57,16 +60,12 @@ def body_hash(body: dict[str, Any]) -> str:
     return hashlib.sha256(records.canonical(body).encode()).hexdigest()
 
 
-def _due_at(service: Service, start: dt.datetime) -> dt.datetime | None:
+def _due_at(service: Service, start: dt.datetime, calendar: WorkingCalendar) -> dt.datetime | None:
+    """When the service's target ends: hours as they pass, working days by the hall's calendar."""
     if service.sla_hours:
         return start + dt.timedelta(hours=service.sla_hours)
     if service.sla_working_days:
-        days, due = service.sla_working_days, start
-        while days > 0:
-            due += dt.timedelta(days=1)
-            if due.weekday() < 5:
-                days -= 1
-        return due
+        return calendar.add_working_days(start, service.sla_working_days)
     return None
 
 
@@ -80,9 +79,15 @@ def submit(engine: Engine, catalog: Catalog, client: Client, body: dict[str, Any
     """
     service = catalog.services[body["service"]]
     errors = schema_errors(service.input_schema, body["data"], prefix="/data")
+    errors += text_problems(body["data"], "/data")
+    if isinstance(body.get("reference"), str):
+        errors += text_problems(body["reference"], "/reference", name_like=True)
+    with engine.connect().execution_options(readonly=True) as conn:
+        errors += document_problems(conn, service, client.id, body.get("documents"))
+        documents = {} if errors else submitted_detail(conn, client.id, body.get("documents"))
     if errors:
         raise ValidationFailed(errors)
-    new = _NewApplication(service, client, body, idempotency_key, body_hash(body))
+    new = _NewApplication(service, client, body, idempotency_key, body_hash(body), catalog.calendar, documents)
     try:
         _write(engine, new.writes())
     except IntegrityError:
@@ -124,7 +129,7 @@ class _NewApplication:
     """
 
     def __init__(self, service: Service, client: Client, body: dict[str, Any], idempotency_key: str | None,
-                 digest: str):
+                 digest: str, calendar: WorkingCalendar, documents: dict[str, Any]):
         moment = records.now()
         app = SimpleNamespace(
             id="app_" + uuid7_hex(), client_id=client.id, service=service.id,
@@ -132,7 +137,7 @@ class _NewApplication:
             reference=mask_free_text(body.get("reference"), pii_values(body["data"], service.input_schema)),
             data=body["data"], idempotency_key=idempotency_key,
             request_hash=digest, cancel_requested=False, created_at=moment, updated_at=moment,
-            due_at=_due_at(service, moment))
+            due_at=_due_at(service, moment, calendar))
         requests = [SimpleNamespace(id="req_" + uuid7_hex(), application_id=app.id, step=name, agency=step.agency,
                                     operation=step.operation, status=RequestStatus.PENDING.value,
                                     agency_reference=None, reason=None, attempts=0, output=None, updated_at=moment)
@@ -143,13 +148,14 @@ class _NewApplication:
             events.append(chain.append(event_row(event_id=uuid7_hex(), application_id=app.id, **fields)))
 
         add(type="submitted", status=app.status, cause=f"client {client.name}",
-            detail={"service": service.id, "version": str(service.version), "reference": app.reference})
+            detail={"service": service.id, "version": str(service.version), "reference": app.reference,
+                    **documents})  # each document's SHA-256 enters the chain (DESIGN §2)
         messages = []
         while changes := next_changes(service, app, requests):
             for request, new, reason, payload in changes:
                 request.status, request.reason = new.value, reason
                 add(request_id=request.id, step=request.step, type="status", status=new.value,
-                    cause="submitted", detail={"reason": reason} if reason else {})
+                    cause="submitted", detail=event_detail(service, request.step, reason, payload))
                 if new is RequestStatus.QUEUED:
                     messages.append(dict(dispatch_message(app=app, request=request, payload=payload),
                                          created_at=records.now()))
@@ -161,6 +167,7 @@ class _NewApplication:
             add(type="application", status=app.status, cause="submitted")
         self.app, self.requests, self.events, self.messages = app, requests, events, messages
         self.niks = [{"application_id": app.id, "nik_hash": h} for h in nik_hashes(app.data)]
+        self.attachments = body.get("documents")
         self.document = records.application_document(app, requests, order=service.order)
 
     def writes(self) -> sqlite.Writes:
@@ -175,6 +182,8 @@ class _NewApplication:
     def _then(self, conn: Connection) -> None:
         """In the same transaction: wake the relay at commit (PostgreSQL), and notify the client
         of an application settled at submission."""
+        if self.attachments:
+            attach(conn, self.app.id, self.attachments)
         if self.messages:
             records.notify_outbox(conn)
         if self.settled:

@@ -20,11 +20,13 @@ import yaml
 
 from adapters.registry import adapter_class
 from broker.limits import maintenance_problems
+from core.domain.calendar import WorkingCalendar
 from core.domain.dag import check_dag
 from core.domain.errors import ConfigError
 from core.domain.mapping import compile_mapping
 from core.model import Agency, Catalog, DocumentKind, Service, Step
 
+from .calendar_file import load_calendar
 from .mapping_check import before, mapping_problems
 
 _VAR = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
@@ -70,7 +72,7 @@ def _read_yaml(path: Path) -> Any:
         raise ConfigError(f"not valid YAML: {exc}", file=str(path)) from exc
 
 
-def load_catalog(folder: str | os.PathLike[str]) -> Catalog:
+def load_catalog(folder: str | os.PathLike[str], *, timezone: str = "Asia/Jakarta") -> Catalog:
     """Read and validate every agency and service under ``folder``.
 
     All problems of all files are collected and raised together as one ``ConfigError``
@@ -129,9 +131,15 @@ def load_catalog(folder: str | os.PathLike[str]) -> Catalog:
             problems.append(f"{file}: id: service {service.id!r} is also defined in {services[service.id].file}")
             continue
         services[service.id] = service
+    try:
+        calendar = load_calendar(root, timezone)
+    except ConfigError as exc:
+        lines = str(exc).splitlines()
+        problems.extend(line.strip() for line in (lines[1:] or lines))
+        calendar = WorkingCalendar(timezone)
     if problems:
         raise ConfigError("the catalog is not valid:\n" + "\n".join("  " + p for p in problems))
-    return Catalog(agencies=agencies, services=services, folder=str(root))
+    return Catalog(agencies=agencies, services=services, folder=str(root), calendar=calendar)
 
 
 def _load_service(path: Path, validator: jsonschema.protocols.Validator, agencies: dict[str, Agency]) -> Service:

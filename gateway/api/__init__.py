@@ -21,7 +21,7 @@ def create_app(settings: Settings | None = None, *, catalog: Catalog | None = No
                engine: Engine | None = None) -> Flask:
     """Build the gateway app; refuses to start on an invalid catalog or an unmigrated store."""
     settings = settings or Settings.from_env()
-    catalog = catalog or load_catalog(settings.config_dir)
+    catalog = catalog or load_catalog(settings.config_dir, timezone=settings.timezone)
     if engine is None:
         engine = make_engine(settings.database_url)
         require_current(engine)

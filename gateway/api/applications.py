@@ -24,7 +24,7 @@ bp = Blueprint("applications", __name__, url_prefix="/v1")
 MAX_PAGE = 100
 MAX_DEPTH = 32  # nesting of a request body; the service schemas need far less
 _ID = re.compile(r"[a-z]{2,8}_[0-9a-f]{32}")
-_BODY_KEYS = {"service", "data", "reference"}
+_BODY_KEYS = {"service", "data", "reference", "documents"}
 
 
 def raw_body(req: Request | None = None) -> bytes:

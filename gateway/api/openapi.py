@@ -129,7 +129,10 @@ def _submission(catalog: Catalog) -> tuple[dict[str, Any], dict[str, Any]]:
     shapes = [{"type": "object", "required": ["service", "data"], "additionalProperties": False,
                "properties": {"service": {"const": service_id} if service_id else {"type": "string"},
                               "data": data,
-                              "reference": {"type": "string", "maxLength": 200, "pattern": NO_NUL}}}
+                              "reference": {"type": "string", "maxLength": 200, "pattern": NO_NUL},
+                              "documents": {"type": "object", "description": "the application's documents: "
+                                            "{KIND: the id POST /v1/documents gave}",
+                                            "additionalProperties": {"type": "string", "maxLength": 64}}}}
               for service_id, data in branches]
     return (shapes[0] if len(shapes) == 1 else {"oneOf": shapes}), components
 

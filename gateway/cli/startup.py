@@ -47,7 +47,7 @@ def open_store(settings: Settings, *, migrated: bool = True):  # noqa: ANN201
 
 def read_catalog(settings: Settings):  # noqa: ANN201
     from gateway.catalog import load_catalog
-    return load_catalog(settings.config_dir)
+    return load_catalog(settings.config_dir, timezone=settings.timezone)
 
 
 def run_until_signal(component: Any) -> int:
