@@ -74,7 +74,7 @@ def when_ready(server: Any) -> None:
     """In the master, once it listens: where, on a line of its own (``SATUPINTU_URL`` is what
     the client commands read)."""
     for listener in server.LISTENERS:
-        print(f"SATUPINTU_URL={listener}", file=sys.stdout, flush=True)
+        print(f"SATUPINTU_URL={listener}", file=sys.stderr, flush=True)
 
 
 def post_worker_init(_worker: Any) -> None:
