@@ -26,7 +26,7 @@ from typing import Any
 from sqlalchemy import Engine, bindparam, or_, update
 from sqlalchemy import select as sql_select
 
-from broker.connection import AsyncSession, run_sessions
+from broker.connection import DEFAULT_HEARTBEAT, AsyncSession, run_sessions
 from broker.publisher import ConfirmWindow
 from broker.topology import Names, declare_for
 from core.domain.errors import BrokerUnavailable
@@ -49,8 +49,10 @@ _CLAIMABLE = (sql_select(t.outbox.c.id)
 
 class Relay:
     def __init__(self, engine: Engine, catalog: Catalog, *, amqp_urls: tuple[str, ...], namespace: str,
-                 batch: int = 500, window: int = 1000, lease: float = 30.0, idle_wait: float = 0.02):
+                 batch: int = 500, window: int = 1000, lease: float = 30.0, idle_wait: float = 0.02,
+                 heartbeat: int = DEFAULT_HEARTBEAT):
         self.engine = engine
+        self.heartbeat = heartbeat
         self.catalog = catalog
         self.urls = amqp_urls
         self.names = Names(namespace)
@@ -68,7 +70,7 @@ class Relay:
     def run(self) -> None:
         run_sessions(self.urls, role="relay", stopping=self.stopping,
                      declare=lambda channel: declare_for(channel, self.names, self.catalog.agencies.values()),
-                     session=lambda url: _Session(self, url))
+                     session=lambda url: _Session(self, url), heartbeat=self.heartbeat)
         if self._listener:
             self._listener.close()
 
@@ -108,7 +110,7 @@ class _Session(AsyncSession):
         self.timer = None
         self.timer_at = 0.0
         self.deadline: float | None = None  # when stopping: how long to wait for confirms
-        super().__init__(url)
+        super().__init__(url, heartbeat=relay.heartbeat)
 
     # --- connection lifecycle --------------------------------------------------------
 

@@ -21,7 +21,7 @@ from typing import Any
 from sqlalchemy import Connection, Engine, bindparam, insert, select, update
 from sqlalchemy.exc import OperationalError
 
-from broker.connection import CONNECTION_ERRORS, connect_with_backoff
+from broker.connection import CONNECTION_ERRORS, DEFAULT_HEARTBEAT, connect_with_backoff
 from broker.topology import Names, declare_for
 from core.domain.errors import BrokerUnavailable
 from core.domain.status import (
@@ -241,8 +241,9 @@ class Tracker:
     """
 
     def __init__(self, engine: Engine, catalog: Catalog, *, amqp_urls: tuple[str, ...], namespace: str,
-                 prefetch: int = 200, batch: int = 50):
+                 prefetch: int = 200, batch: int = 50, heartbeat: int = DEFAULT_HEARTBEAT):
         self.engine = engine
+        self.heartbeat = heartbeat
         self.catalog = catalog
         self.urls = amqp_urls
         self.names = Names(namespace)
@@ -287,7 +288,8 @@ class Tracker:
 
     def _consume(self) -> None:
         while not self.stopping.is_set():
-            connection = connect_with_backoff(self.urls, name="satupintu-tracker", stopping=self.stopping.is_set)
+            connection = connect_with_backoff(self.urls, name="satupintu-tracker", stopping=self.stopping.is_set,
+                                              heartbeat=self.heartbeat)
             if connection is None:
                 return
             try:

@@ -41,7 +41,8 @@ def cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
 def cmd_relay(_args: argparse.Namespace, settings: Settings) -> int:
     from gateway.relay import Relay
     _begin("relay", settings)
-    relay = Relay(open_store(settings), read_catalog(settings), amqp_urls=settings.amqp_urls, namespace=settings.namespace)
+    relay = Relay(open_store(settings), read_catalog(settings), amqp_urls=settings.amqp_urls, namespace=settings.namespace,
+                  heartbeat=settings.amqp_heartbeat)
     return run_until_signal(relay)
 
 
@@ -63,7 +64,8 @@ def cmd_tracker(_args: argparse.Namespace, settings: Settings) -> int:
     from gateway.tracker import Tracker
     _begin("tracker", settings)
     store = open_store(settings)
-    tracker = Tracker(store, read_catalog(settings), amqp_urls=settings.amqp_urls, namespace=settings.namespace)
+    tracker = Tracker(store, read_catalog(settings), amqp_urls=settings.amqp_urls, namespace=settings.namespace,
+                      heartbeat=settings.amqp_heartbeat)
     # Webhook deliveries run beside the tracker: same store, no broker.
     notifier = Notifier(store)
     thread = threading.Thread(target=notifier.run, name="notifier", daemon=True)
