@@ -21,6 +21,9 @@ FOREIGN_PREFIXES = ("SATUPINTU_TEST_", "SATUPINTU_BENCH_", "SATUPINTU_FAULTS_", 
                     "SATUPINTU_FUZZ_", "SATUPINTU_SANDBOX_", "SATUPINTU_REQUIRE_POSTGRESQL")
 # Read by the command line's client commands (the client library), not by a role.
 CLIENT_VARIABLES = ("SATUPINTU_URL", "SATUPINTU_API_KEY", "SATUPINTU_HEALTH_URL")
+# Set by ``satupintu run --demo`` for the demo catalog's callback secret (``env:`` in its file),
+# whichever catalog folder a demo run is pointed at.
+DEMO_VARIABLES = ("SATUPINTU_MUNICIPALITY_SECRET",)
 
 
 @dataclass(frozen=True)
@@ -167,7 +170,7 @@ class Settings:
 VARIABLES = frozenset(
     {"SATUPINTU_" + f.name.upper() for f in fields(Settings)}
     - {"SATUPINTU_AMQP_URLS", "SATUPINTU_CONFIG_DIR", "SATUPINTU_RATE_BURST"}
-    | {"SATUPINTU_AMQP_URL", "SATUPINTU_CONFIG", *CLIENT_VARIABLES}
+    | {"SATUPINTU_AMQP_URL", "SATUPINTU_CONFIG", *CLIENT_VARIABLES, *DEMO_VARIABLES}
 )
 
 
