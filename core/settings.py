@@ -95,6 +95,9 @@ class Settings:
     nik_hash_key: str = "satupintu-development-nik-key"
     # The key documents are encrypted with at rest (empty: a development key).
     document_key: str = ""
+    # The server key each client's webhook secret is derived with (with a random nonce per
+    # client that the store keeps): a copy of the store alone cannot sign webhooks.
+    webhook_key: str = "satupintu-development-webhook-key"
 
     # -- processes ------------------------------------------------------------------------
     log_level: str = "INFO"
@@ -154,6 +157,7 @@ class Settings:
             egress_allow_private=_flag(env, "SATUPINTU_EGRESS_ALLOW_PRIVATE", d.egress_allow_private),
             nik_hash_key=text("SATUPINTU_NIK_HASH_KEY", d.nik_hash_key),
             document_key=text("SATUPINTU_DOCUMENT_KEY", d.document_key),
+            webhook_key=text("SATUPINTU_WEBHOOK_KEY", d.webhook_key),
             log_level=text("SATUPINTU_LOG_LEVEL", d.log_level).upper(),
             metrics_port=text("SATUPINTU_METRICS_PORT", d.metrics_port),
             metrics_addr=text("SATUPINTU_METRICS_ADDR", d.metrics_addr),

@@ -129,7 +129,8 @@ class _NewApplication:
     """
 
     def __init__(self, service: Service, client: Client, body: dict[str, Any], idempotency_key: str | None,
-                 digest: str, calendar: WorkingCalendar, documents: dict[str, Any]):
+                 digest: str, calendar: WorkingCalendar | None = None, documents: dict[str, Any] | None = None):
+        calendar, documents = calendar or WorkingCalendar(), documents or {}
         moment = records.now()
         app = SimpleNamespace(
             id="app_" + uuid7_hex(), client_id=client.id, service=service.id,

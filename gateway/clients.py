@@ -1,8 +1,9 @@
-"""API clients (front offices): keys stored hashed, scopes, revocation."""
+"""API clients (front offices): keys stored hashed, scopes, revocation, webhook secrets."""
 
 from __future__ import annotations
 
 import hashlib
+import hmac
 import secrets
 from dataclasses import dataclass
 
@@ -40,6 +41,30 @@ class Client:
     webhook_url: str | None = None
 
 
+def webhook_secret(server_key: str, client_id: str, nonce: str) -> str:
+    """A client's webhook secret: derived from its nonce (in the store) with the server's key (not)."""
+    digest = hmac.new(server_key.encode(), f"{client_id}\n{nonce}".encode(), hashlib.sha256).hexdigest()
+    return "whsec_" + digest
+
+
+def webhook_secret_of(conn: Connection, name: str, server_key: str) -> str:
+    """The webhook secret of the active client ``name``."""
+    row = conn.execute(select(t.clients.c.id, t.clients.c.webhook_nonce).where(
+        t.clients.c.name == name, t.clients.c.revoked_at.is_(None))).first()
+    if row is None:
+        raise NotFound(f"no active client named {name!r}")
+    return webhook_secret(server_key, row.id, row.webhook_nonce)
+
+
+def rotate_webhook_secret(conn: Connection, name: str, server_key: str) -> str:
+    """A new webhook secret for ``name`` (the old one stops verifying at once); returns it."""
+    result = conn.execute(update(t.clients).where(t.clients.c.name == name, t.clients.c.revoked_at.is_(None))
+                          .values(webhook_nonce=secrets.token_hex(32)))
+    if result.rowcount == 0:
+        raise NotFound(f"no active client named {name!r}")
+    return webhook_secret_of(conn, name, server_key)
+
+
 def hash_key(key: str) -> str:
     # Keys are 256 random bits, so a fast hash is enough: there is nothing to brute-force.
     return hashlib.sha256(key.encode()).hexdigest()
@@ -58,7 +83,7 @@ def create(conn: Connection, name: str, scopes: list[str], webhook_url: str | No
     client = Client(id=records.new_id("cli"), name=name, scopes=frozenset(scopes), webhook_url=webhook_url)
     conn.execute(insert(t.clients).values(id=client.id, name=name, key_hash=hash_key(key),
                                           scopes=" ".join(sorted(client.scopes)), webhook_url=webhook_url,
-                                          created_at=records.now()))
+                                          created_at=records.now(), webhook_nonce=secrets.token_hex(32)))
     return client, key
 
 

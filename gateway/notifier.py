@@ -23,7 +23,7 @@ from adapters.egress import EgressPolicy
 from adapters.transport import guard_session
 from core.settings import Settings
 
-from . import signatures
+from . import clients, signatures
 from .store import records
 from .store import tables as t
 
@@ -82,13 +82,15 @@ def backoff(attempts: int) -> dt.timedelta:
 
 
 class Notifier:
-    def __init__(self, engine: Engine, *, batch: int = 50, idle_wait: float = 0.5):
+    def __init__(self, engine: Engine, *, batch: int = 50, idle_wait: float = 0.5, settings: Settings | None = None):
         self.engine = engine
+        settings = settings or Settings.from_env()
+        self.webhook_key = settings.webhook_key
         self.batch = batch
         self.idle_wait = idle_wait
         self.stopping = threading.Event()
         # Webhook URLs are the clients' to choose: never link-local or metadata addresses.
-        self.session = guard_session(requests.Session(), EgressPolicy.from_settings(Settings.from_env()))
+        self.session = guard_session(requests.Session(), EgressPolicy.from_settings(settings))
         self.session.trust_env = False
 
     def stop(self) -> None:
@@ -117,7 +119,7 @@ class Notifier:
                 return 0
             conn.execute(update(t.webhooks).where(t.webhooks.c.id.in_(ids))
                          .values(claimed_until=moment + dt.timedelta(seconds=60)))
-            rows = list(conn.execute(select(t.webhooks, t.clients.c.key_hash)
+            rows = list(conn.execute(select(t.webhooks, t.clients.c.webhook_nonce)
                                      .join(t.clients, t.clients.c.id == t.webhooks.c.client_id)
                                      .where(t.webhooks.c.id.in_(ids))))
         for row in rows:
@@ -129,7 +131,8 @@ class Notifier:
         error = None
         try:
             response = self.session.post(row.url, data=raw, timeout=TIMEOUT, allow_redirects=False, headers={
-                "Content-Type": "application/json", "X-Satupintu-Signature": signatures.sign(row.key_hash, raw),
+                "Content-Type": "application/json", "X-Satupintu-Signature": signatures.sign(
+                    clients.webhook_secret(self.webhook_key, row.client_id, row.webhook_nonce), raw),
                 "User-Agent": "satupintu-webhook/1"})
             if not 200 <= response.status_code < 300:
                 error = f"answered {response.status_code}"

@@ -80,7 +80,7 @@ def _operator_commands(command: Any) -> None:
     dl_replay.add_argument("--all", action="store_true", help="every open dead letter")
     dl.set_defaults(func=operations.cmd_dead_letters)
     cl = command("clients", "API clients (front offices) and their keys")
-    cl_sub = cl.add_subparsers(dest="clients_command", required=True, metavar="create|list|revoke|rotate")
+    cl_sub = cl.add_subparsers(dest="clients_command", required=True, metavar="create|list|revoke|rotate|webhook-secret")
     create = cl_sub.add_parser("create", help="a new client; prints its key, which is shown only this once",
                                description="Create a client and print its key on stdout, alone on one line. "
                                            "The store keeps only a hash: the key is shown only this once.")
@@ -90,7 +90,9 @@ def _operator_commands(command: Any) -> None:
     create.add_argument("--webhook-url", help="where status changes of its applications are posted")
     cl_sub.add_parser("list", help="every client, its scopes, active or revoked")
     for name, text in (("revoke", "the client's key stops working"),
-                       ("rotate", "a new key for the client (printed once); the old one stops working")):
+                       ("rotate", "a new key for the client (printed once); the old one stops working"),
+                       ("webhook-secret", "a new webhook secret for the client (printed once); webhooks are "
+                                          "signed with it from now on")):
         cl_sub.add_parser(name, help=text, description=text).add_argument("name")
     cl.set_defaults(func=operations.cmd_clients)
     audit = command("audit", "the tamper-evident event log")

@@ -99,6 +99,14 @@ def cmd_clients(args: argparse.Namespace, settings: Settings) -> int:
                 return 2
             print(key)
             print(KEY_SHOWN_ONCE, file=sys.stderr)
+            if args.webhook_url:
+                secret = clients.webhook_secret_of(conn, args.name, settings.webhook_key)
+                print(f"webhook secret (shown only this once; `clients webhook-secret {args.name}` makes a new one): "
+                      f"{secret}", file=sys.stderr)
+        elif args.clients_command == "webhook-secret":
+            print(clients.rotate_webhook_secret(conn, args.name, settings.webhook_key))
+            print("The webhook secret is shown only this once; webhooks are signed with it from now on.",
+                  file=sys.stderr)
         elif args.clients_command == "list":
             for c in clients.list_all(conn):
                 print(f"{c['name']:<24} {' '.join(c['scopes']):<18} {'revoked' if c['revoked_at'] else 'active'}")

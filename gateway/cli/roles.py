@@ -67,7 +67,7 @@ def cmd_tracker(_args: argparse.Namespace, settings: Settings) -> int:
     tracker = Tracker(store, read_catalog(settings), amqp_urls=settings.amqp_urls, namespace=settings.namespace,
                       heartbeat=settings.amqp_heartbeat)
     # Webhook deliveries run beside the tracker: same store, no broker.
-    notifier = Notifier(store)
+    notifier = Notifier(store, settings=settings)
     thread = threading.Thread(target=notifier.run, name="notifier", daemon=True)
     thread.start()
     try:

@@ -11,6 +11,7 @@ upgrade.
 from __future__ import annotations
 
 import datetime as dt
+import secrets
 from collections.abc import Callable
 
 from sqlalchemy import Connection, Engine, insert, inspect, select, text
@@ -59,6 +60,18 @@ def _front_office_references(conn: Connection) -> None:
         conn, checkfirst=True)
 
 
+def _webhook_nonces(conn: Connection) -> None:
+    # The webhook secret was the SHA-256 of the client's key, which is exactly clients.key_hash:
+    # a read of the store was enough to sign webhooks. Each client now gets a nonce of its own,
+    # and the secret is derived from it with a server key the store does not hold; receivers
+    # take the new secret from `satupintu clients webhook-secret NAME` (docs/security.md).
+    if "webhook_nonce" not in {c["name"] for c in inspect(conn).get_columns("clients")}:
+        conn.execute(text("ALTER TABLE clients ADD COLUMN webhook_nonce VARCHAR(64)"))
+    for client_id in conn.execute(select(tables.clients.c.id).where(tables.clients.c.webhook_nonce.is_(None))).scalars():
+        conn.execute(tables.clients.update().where(tables.clients.c.id == client_id)
+                     .values(webhook_nonce=secrets.token_hex(32)))
+
+
 MIGRATIONS: list[tuple[int, str, Callable[[Connection], None]]] = [
     (1, "clients, applications, requests, outbox, events, dead letters, callback signatures", _initial),
     (2, "webhook deliveries", _webhooks),
@@ -67,6 +80,7 @@ MIGRATIONS: list[tuple[int, str, Callable[[Connection], None]]] = [
     (5, "agency references indexed once known, by themselves", _known_agency_references),
     (6, "front-office references indexed for the operators' search", _front_office_references),
     (7, "uploaded documents and the applications that use them", documents.create_tables),
+    (8, "a webhook secret of each client's own, derived with a server key", _webhook_nonces),
 ]
 
 # Rows a migration fills after its DDL has committed, in short transactions of their own

@@ -42,6 +42,8 @@ clients = Table(
     Column("webhook_url", String(2000)),
     Column("created_at", DateTime(timezone=True), nullable=False),
     Column("revoked_at", DateTime(timezone=True)),
+    # With the server's SATUPINTU_WEBHOOK_KEY, derives the client's webhook secret (schema 8).
+    Column("webhook_nonce", String(64)),
 )
 
 applications = Table(

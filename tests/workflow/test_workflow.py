@@ -217,9 +217,11 @@ class WebhookReceiver:
         return Response(status=status)(environ, start_response)
 
 
-def test_webhooks_are_retried_until_the_receiver_answers_2xx(stack, make_key, example):
+def test_webhooks_are_retried_until_the_receiver_answers_2xx(stack, make_key, example, engine):
     import hashlib
 
+    from core.settings import Settings
+    from gateway import clients
     from gateway.signatures import verify
     receiver = WebhookReceiver(failures=2)
     key = make_key("submit", "read", webhook_url=receiver.url)
@@ -229,8 +231,13 @@ def test_webhooks_are_retried_until_the_receiver_answers_2xx(stack, make_key, ex
     last = receiver.received[2]
     body = json.loads(last["body"])
     assert body["application_id"] == app_id and body["status"] == "completed"
-    # Signed like callbacks, with the SHA-256 of the client's key as the secret.
-    assert verify(hashlib.sha256(key.encode()).hexdigest(), last["body"], last["signature"]) is None
+    # Signed like callbacks, with the client's own webhook secret (derived with the server's
+    # key); no longer with the SHA-256 of its API key, which the store holds (issue 26, finding 5).
+    with engine.connect() as conn:
+        name = clients.authenticate(conn, key).name
+        secret = clients.webhook_secret_of(conn, name, Settings().webhook_key)
+    assert verify(secret, last["body"], last["signature"]) is None
+    assert verify(hashlib.sha256(key.encode()).hexdigest(), last["body"], last["signature"]) is not None
     events = wait_until(lambda: [e for e in history(stack, key, app_id) if e["type"] == "notification"], 30,
                         message="the delivery in the history")
     assert events[0]["detail"]["delivered"] is True and events[0]["detail"]["attempts"] == 3
