@@ -74,6 +74,13 @@ class Settings:
     # How long a process trusts an API key it has verified before asking the store again:
     # the longest a revoked or rotated key keeps working in another process; 0 turns it off.
     key_cache_seconds: float = 5.0
+    # Dashboard and counter sessions: ended after this long without a request, and after
+    # this long in all (seconds); cookies are marked Secure when the deployment says it is
+    # served over TLS (behind a proxy that terminates it, too), not only when a request
+    # arrives as https.
+    session_idle_seconds: float = 1800.0
+    session_max_seconds: float = 8 * 3600.0
+    behind_tls: bool = False
     # The bearer token a Prometheus scraper may use for /metrics instead of an ops key
     # (empty: only ops keys).
     metrics_token: str = ""
@@ -151,6 +158,11 @@ class Settings:
             rate_lease_seconds=_number(env, "SATUPINTU_RATE_LEASE_SECONDS", d.rate_lease_seconds, most=1),
             key_cache_seconds=_number(env, "SATUPINTU_KEY_CACHE_SECONDS", d.key_cache_seconds, most=300),
             metrics_token=text("SATUPINTU_METRICS_TOKEN", d.metrics_token),
+            session_idle_seconds=_number(env, "SATUPINTU_SESSION_IDLE_SECONDS", d.session_idle_seconds, least=60,
+                                         most=86400),
+            session_max_seconds=_number(env, "SATUPINTU_SESSION_MAX_SECONDS", d.session_max_seconds, least=60,
+                                        most=7 * 86400),
+            behind_tls=_flag(env, "SATUPINTU_BEHIND_TLS", d.behind_tls),
             sent_event_after=_number(env, "SATUPINTU_SENT_EVENT_AFTER", d.sent_event_after, most=3600),
             amqp_heartbeat=_number(env, "SATUPINTU_AMQP_HEARTBEAT", d.amqp_heartbeat, most=3600, kind=int),
             egress_allow_loopback=_flag(env, "SATUPINTU_EGRESS_ALLOW_LOOPBACK", d.egress_allow_loopback),

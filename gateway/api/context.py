@@ -13,7 +13,7 @@ from sqlalchemy import Engine
 from core.model import Catalog
 from core.settings import Settings
 
-from .. import clients
+from .. import clients, sessions
 from . import ratelimit
 from .keycache import KeyCache
 from .problems import TYPES, Problem
@@ -41,23 +41,31 @@ def current_client() -> clients.Client:
     return g.client
 
 
-def _key_from_request(req: Request, operators: bool) -> str | None:
-    header = req.headers.get("Authorization", "")
-    scheme, _, token = header.partition(" ")
-    if scheme.lower() == "bearer" and token.strip():
-        return token.strip()
-    return req.cookies.get("satupintu_ops") if operators else None
+def _bearer(req: Request) -> str | None:
+    scheme, _, token = req.headers.get("Authorization", "").partition(" ")
+    return token.strip() if scheme.lower() == "bearer" and token.strip() else None
+
+
+SESSION_COOKIE = "satupintu_ops"
 
 
 def authenticate(c: Context | None = None) -> clients.Client:
+    """The client of a bearer key, or on the dashboard's pages of a live session cookie."""
     req = request
     operators = req.path.startswith("/ops")
-    key = _key_from_request(req, operators)
+    if c is None:
+        c = ctx()
+    key = _bearer(req)
+    if key is None and operators and req.cookies.get(SESSION_COOKIE):
+        with c.engine.begin() as conn:
+            client = sessions.resume(conn, req.cookies[SESSION_COOKIE], c.settings)
+        if client is None:
+            raise Problem(401, "Unauthorized", "the session has ended: sign in again", type=TYPES + "unauthorized",
+                          headers={"WWW-Authenticate": 'Bearer realm="satupintu"'})
+        return client
     if not key:
         raise Problem(401, "Unauthorized", "send `Authorization: Bearer <api key>`", type=TYPES + "unauthorized",
                       headers={"WWW-Authenticate": 'Bearer realm="satupintu"'})
-    if c is None:
-        c = ctx()
     # Operators' requests (the dashboard, /ops/api) are few: they look the key up every time,
     # so revoking an operator's key still ends their sessions at once (docs/security.md).
     seconds = 0 if operators else c.settings.key_cache_seconds

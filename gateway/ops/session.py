@@ -1,8 +1,9 @@
 """The dashboard's session and its defences: the login cookie, same-origin checks, page headers.
 
-The cookie holds the ``ops`` API key itself (``HttpOnly``, ``SameSite=Strict``,
-``Path=/ops``), so revoking the key ends every session at once and there is no server
-session state to share between gunicorn workers.  State-changing requests made with the
+The cookie (``HttpOnly``, ``SameSite=Strict``, ``Path=/ops``, ``Secure`` when
+``SATUPINTU_BEHIND_TLS`` says the deployment is served over TLS, or the request came by
+https) holds a session token; the session itself is in the store (``gateway/sessions.py``),
+ended on logout, on the key's revocation and after idle time.  State-changing requests made with the
 cookie must also come from our own pages: their ``Origin`` (or, failing that, their
 ``Referer``) must name this host.  Requests with ``Authorization: Bearer`` carry no
 ambient credentials, so they need no such check.
@@ -14,22 +15,26 @@ from urllib.parse import urlsplit
 
 from flask import Response, request
 
+from ..api.context import ctx
 from ..api.problems import TYPES, Problem
 
 COOKIE = "satupintu_ops"
-COOKIE_MAX_AGE = 8 * 3600  # one working shift
 
 CSP = ("default-src 'self'; img-src 'self' data:; style-src 'self'; script-src 'self'; "
        "connect-src 'self'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'")
 
 
-def set_cookie(response: Response, key: str) -> None:
-    response.set_cookie(COOKIE, key, max_age=COOKIE_MAX_AGE, path="/ops", httponly=True, samesite="Strict",
-                        secure=request.is_secure)
+def _secure() -> bool:
+    return ctx().settings.behind_tls or request.is_secure
+
+
+def set_cookie(response: Response, token: str) -> None:
+    response.set_cookie(COOKIE, token, max_age=int(ctx().settings.session_max_seconds), path="/ops", httponly=True,
+                        samesite="Strict", secure=_secure())
 
 
 def clear_cookie(response: Response) -> None:
-    response.delete_cookie(COOKIE, path="/ops", httponly=True, samesite="Strict", secure=request.is_secure)
+    response.delete_cookie(COOKIE, path="/ops", httponly=True, samesite="Strict", secure=_secure())
 
 
 def uses_bearer() -> bool:

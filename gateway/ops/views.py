@@ -1,8 +1,8 @@
 """``/ops/``: the operators' dashboard, server-rendered, with ``/ops/api`` nested under it.
 
-Pages need an ``ops`` key, entered once in the login form and then sent by the browser
-as the ``satupintu_ops`` cookie (see ``session.py``); without one a page sends the
-browser to the login form.  Every page shows what the matching ``/ops/api`` endpoint
+Pages need an ``ops`` key, entered once in the login form and exchanged for a server-side
+session whose token the browser sends as the ``satupintu_ops`` cookie (``session.py``,
+``gateway/sessions.py``); without one a page sends the browser to the login form.  Every page shows what the matching ``/ops/api`` endpoint
 returns, personal data masked.
 """
 
@@ -17,7 +17,7 @@ from zoneinfo import ZoneInfo
 from flask import Blueprint, Response, g, redirect, render_template, request, url_for
 from markupsafe import Markup
 
-from .. import clients
+from .. import clients, sessions
 from ..api.context import authenticate, ctx
 from ..api.problems import Problem
 from . import api, queries, session, svg
@@ -115,7 +115,8 @@ def login_submit() -> Any:
     if "ops" not in client.scopes:
         return render_template("login.html", error="This key lacks the ops scope.", next=target), 403
     response = redirect(target)
-    session.set_cookie(response, key)
+    with ctx().engine.begin() as conn:
+        session.set_cookie(response, sessions.start(conn, client))
     return response
 
 
@@ -124,6 +125,10 @@ def logout() -> Response:
     if not session.same_origin():
         return Response("cross-site logout refused", status=403, mimetype="text/plain")
     response = redirect(url_for("ops.login"))
+    token = request.cookies.get(session.COOKIE)
+    if token:
+        with ctx().engine.begin() as conn:
+            sessions.end(conn, token)
     session.clear_cookie(response)
     return response
 

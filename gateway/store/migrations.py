@@ -81,6 +81,7 @@ MIGRATIONS: list[tuple[int, str, Callable[[Connection], None]]] = [
     (6, "front-office references indexed for the operators' search", _front_office_references),
     (7, "uploaded documents and the applications that use them", documents.create_tables),
     (8, "a webhook secret of each client's own, derived with a server key", _webhook_nonces),
+    (9, "server-side sessions of the dashboard and the counter", lambda conn: tables.sessions.create(conn)),
 ]
 
 # Rows a migration fills after its DDL has committed, in short transactions of their own

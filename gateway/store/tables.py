@@ -143,6 +143,18 @@ callback_signatures = Table(
     Column("seen_at", DateTime(timezone=True), nullable=False),
 )
 
+# Dashboard and counter sessions (schema 9): the cookie holds a random token, the store its
+# SHA-256; ended on logout, on the key's revocation (joined at every use) and after idle time.
+sessions = Table(
+    "sessions", metadata,
+    Column("token_hash", String(64), primary_key=True),
+    Column("client_id", String(40), ForeignKey("clients.id"), nullable=False),
+    Column("created_at", DateTime(timezone=True), nullable=False),
+    Column("last_seen_at", DateTime(timezone=True), nullable=False),
+    Column("ended_at", DateTime(timezone=True)),
+    Index("ix_sessions_client", "client_id"),
+)
+
 webhooks = Table(
     "webhooks", metadata,
     Column("id", Serial, primary_key=True, autoincrement=True),
