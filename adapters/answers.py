@@ -74,6 +74,17 @@ def _search(expression: str, answer: Any, *, agency: str, operation: str, key: s
             agency=agency, request_id=request_id, raw=raw_excerpt(_dump(answer))) from exc
 
 
+def _top_level(answer: Any) -> str:
+    """What the answer has at its top, for a mapping that looked in the wrong place."""
+    if not isinstance(answer, dict):
+        return f"the answer is {type(answer).__name__}, not an object"
+    keys = sorted(str(k) for k in answer)
+    hint = ""
+    if {"header", "body"} <= set(keys):
+        hint = " (an answer with SOAP headers: map its fields as body.<field>)"
+    return f"its top-level keys are: {', '.join(keys) or '(none)'}{hint}"
+
+
 def _dump(answer: Any) -> str:
     try:
         return json.dumps(answer, ensure_ascii=False, default=str)
@@ -111,7 +122,7 @@ def map_answer(agency: Any, operation: str, response: dict[str, str] | None, ans
     if response.get("status"):
         status = value("status")
         if status is None:
-            raise fail(f"the answer has no status at {response['status']!r}")
+            raise fail(f"the answer has no status at {response['status']!r}; {_top_level(answer)}")
         if isinstance(status, float) and status.is_integer():
             status = int(status)
         code = str(status)

@@ -215,8 +215,9 @@ class SoapAdapter(Adapter):
         agency = self.agency
         soap_operation = spec["operation"]
         # send and lookup carry the request id in "request_id" unless configured otherwise;
-        # poll and cancel only when request_id_field says so (they go by the reference).
-        field = spec.get("request_id_field", id_field)
+        # poll and cancel only when request_id_field says so (they go by the reference). Behind
+        # X-Road the id travels in the `id` header, and the WSDL has no such body field.
+        field = spec.get("request_id_field", None if self._xroad is not None else id_field)
         if field:
             arguments[field] = request.request_id
         http = {**request.headers, agency.idempotency_header: request.request_id}

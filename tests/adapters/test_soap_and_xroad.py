@@ -191,3 +191,24 @@ def test_mask_text_masks_json_fields_and_niks():
     masked = mask_text('{"name": "Budi", "nik": 3171012345670123, "npwp": "012345678901234", "x": "3171012345670123"}')
     assert '"name": "***"' in masked and '"nik": "***"' in masked
     assert '"x": "3171********0123"' in masked and "012345678901234" in masked  # 15 digits: not a NIK
+
+
+def test_behind_xroad_the_request_id_travels_in_the_id_header_only(soap_agency, request_factory):
+    fake, build = soap_agency
+    fake.route("POST", "/", 200, body=envelope(answer(), _echo()))
+    build(xroad=True).send(request_factory(payload={}))
+    sent = etree.fromstring(fake.last.body)
+    assert sent.findtext(".//{http://x-road.eu/xsd/xroad.xsd}id") == "req-0001"
+    assert b"request_id>" not in fake.last.body  # no body field the WSDL would refuse
+    fake.route("POST", "/", 200, body=envelope(answer()))
+    build().send(request_factory(payload={}))  # without X-Road, the body field stays
+    assert b"<ns0:request_id>req-0001<" in fake.last.body
+
+
+def test_an_answer_without_the_mapped_status_names_its_top_level_keys(soap_agency, make_agency, request_factory):
+    from adapters.answers import map_answer
+    agency = make_agency("http://unused", OPS, statuses={"50": "approved"})
+    with pytest.raises(PermanentAgencyError) as err:
+        map_answer(agency, "register", {"status": "code"}, {"header": {"id": "x"}, "body": {"code": "50"}},
+                   request_id="req-1")
+    assert "its top-level keys are: body, header" in str(err.value) and "body.<field>" in str(err.value)
