@@ -63,8 +63,8 @@ def serve(env, tmp_path, rate_limit):
     log = (tmp_path / "serve.log").open("wb")
     listener = listening_socket()  # gunicorn takes it over as fd://N: port 0, never released
     proc = subprocess.Popen([sys.executable, "-m", "gateway.cli", "serve"], stdout=log, stderr=subprocess.STDOUT,
-                            env=dict(os.environ, **env, SATUPINTU_WEB_WORKERS="3", SATUPINTU_RATE_LIMIT=rate_limit,
-                                     SATUPINTU_BIND=f"fd://{listener.fileno()}"),
+                            env=os.environ | env | {"SATUPINTU_WEB_WORKERS": "3", "SATUPINTU_RATE_LIMIT": rate_limit,
+                                                    "SATUPINTU_BIND": f"fd://{listener.fileno()}"},
                             start_new_session=True, pass_fds=(listener.fileno(),))
     url = f"http://{address(listener)}"
     listener.close()  # gunicorn holds it now
