@@ -9,8 +9,10 @@ through prometheus-client's multiprocess files.  Any gunicorn setting may be add
 ``GUNICORN_CMD_ARGS`` overrides them per deployment.
 """
 
-from core.settings import Settings
-from gateway.http_server import options, prepare_metrics_folder
+# Only modules and gunicorn settings at module level: gunicorn ignores other names, so a
+# misspelt setting would pass unnoticed (tests/scale/test_container_files.py looks for them).
+import core.settings
+import gateway.http_server
 
-prepare_metrics_folder()  # before any worker imports prometheus-client
-globals().update(options(Settings.from_env()))
+gateway.http_server.prepare_metrics_folder()  # before any worker imports prometheus-client
+globals().update(gateway.http_server.options(core.settings.Settings.from_env()))
