@@ -9,10 +9,11 @@ import pytest
 from sqlalchemy import select
 
 from gateway.store import tables as t
+from gateway.store.documents import application_documents, documents
 
 # Everything a request could change; rate_limits changes with authenticated requests by design.
 STORED = (t.clients, t.applications, t.requests, t.outbox, t.events, t.dead_letters, t.callback_signatures,
-          t.webhooks)
+          t.webhooks, documents, application_documents)
 
 
 @pytest.fixture
