@@ -18,6 +18,7 @@ from core.model import Catalog
 
 from .. import __version__
 from .context import ctx
+from .openapi_submission import submission
 
 bp = Blueprint("openapi", __name__)
 
@@ -26,6 +27,7 @@ APPLICATION_STATUSES = [s.value for s in ApplicationStatus]
 
 # No text the gateway takes from a path or a query may hold a NUL byte (400, see above).
 NO_NUL = "^[^\\x00]*$"
+
 
 _TITLES = {400: "malformed request", 401: "no valid API key", 403: "the key lacks the scope",
            404: "not found, or not the caller's", 409: "conflict", 410: "gone", 413: "the body is too large",
@@ -114,38 +116,16 @@ APP_ID = _path("app_id", _text(maxLength=100))
 DOC_ID = _path("doc_id", _text(maxLength=100))
 
 
-def _submission(catalog: Catalog) -> tuple[dict[str, Any], dict[str, Any]]:
-    """``Submission`` as one branch per service whose ``data`` is the service's input schema."""
-    components: dict[str, Any] = {}
-    branches = []
-    for service_id in sorted(catalog.services):
-        name = "Data_" + "".join(ch if ch.isalnum() else "_" for ch in service_id)
-        schema = {k: v for k, v in catalog.services[service_id].input_schema.items() if k not in ("$schema", "$id")}
-        # Local references inside the input schema now live under components/schemas/<name>.
-        components[name] = json.loads(json.dumps(schema).replace('"#/', f'"#/components/schemas/{name}/'))
-        branches.append((service_id, _ref(name)))
-    if not branches:
-        branches = [(None, {"type": "object"})]
-    shapes = [{"type": "object", "required": ["service", "data"], "additionalProperties": False,
-               "properties": {"service": {"const": service_id} if service_id else {"type": "string"},
-                              "data": data,
-                              "reference": {"type": "string", "maxLength": 200, "pattern": NO_NUL},
-                              "documents": {"type": "object", "description": "the application's documents: "
-                                            "{KIND: the id POST /v1/documents gave}",
-                                            "additionalProperties": {"type": "string", "maxLength": 64}}}}
-              for service_id, data in branches]
-    return (shapes[0] if len(shapes) == 1 else {"oneOf": shapes}), components
-
-
 def _schemas(catalog: Catalog) -> dict[str, Any]:
-    submission, data_schemas = _submission(catalog)
+    submission_schema, data_schemas = submission(catalog)
     text, maybe = {"type": "string"}, {"type": ["string", "null"]}
     count, maybe_number = {"type": "integer", "minimum": 0}, {"type": ["number", "null"]}
+    retry = {"anyOf": [_ref("Retry"), {"type": "null"}], "description": "the next attempt, while the step retries"}
     summary = {"id": text, "service": text, "status": _ref("ApplicationStatus"), "reference": maybe,
                "created_at": text, "updated_at": text,
-               "steps": _array(_object(["step", "agency", "status", "attempts"], step=text, agency=text,
-                                       status=_ref("RequestStatus"), attempts=count,
-                                       retry={"type": ["object", "null"]}))}
+               "steps": _array(_object(["step", "agency", "status", "attempts", "retry"], step=text, agency=text,
+                                       status=_ref("RequestStatus"), attempts=count, retry=retry))}
+    dead_letter = _ref("DeadLetter")
     return {
         "ApplicationStatus": {"enum": APPLICATION_STATUSES},
         "RequestStatus": {"enum": REQUEST_STATUSES},
@@ -161,7 +141,7 @@ def _schemas(catalog: Catalog) -> dict[str, Any]:
                                created_at=text, updated_at=text, due_at=maybe, correct_by=maybe,
                                overdue={"type": "boolean"}, requests=_array(_ref("Request"))),
         "ApplicationPage": _object(["items", "next_cursor"], items=_array(_ref("Application")), next_cursor=maybe),
-        "Submission": submission,
+        "Submission": submission_schema,
         **data_schemas,
         "Event": _object(["id", "type", "occurred_at"], id={"type": "integer"}, type=text, step=maybe, status=maybe,
                          request_id=maybe, cause=maybe, detail={"type": "object"}, occurred_at=text,
@@ -186,19 +166,48 @@ def _schemas(catalog: Catalog) -> dict[str, Any]:
         "Readiness": _object(["status", "checks"], status=text, checks={"type": "object"},
                              circuits={"type": "object", "additionalProperties": text}),
         "OpsApplication": _object(list(summary), **summary),
+        "Retry": _object(["next_attempt_at", "next_attempt", "reason"], next_attempt_at=text,
+                         next_attempt={"type": ["integer", "null"]}, reason=text),
+        "OpsApplicationDetail": _object(
+            ["id", "service", "status", "requests", "data", "timeline", "dag", "dead_letters"], id=text, service=text,
+            status=_ref("ApplicationStatus"), reference=maybe, created_at=text, updated_at=text, due_at=maybe,
+            overdue={"type": "boolean"}, client_id=text, data={"type": "object", "description": "personal data masked"},
+            requests=_array({"allOf": [_ref("Request"), _object(["retry"], retry=retry)]}),
+            timeline=_array(_object(["type", "lane", "occurred_at"], type=text, lane=text, origin=text, step=maybe,
+                                    status=maybe, cause=maybe, occurred_at=maybe)),
+            dag=_object(["nodes", "edges"], nodes=_array(_object(
+                ["step", "agency", "layer", "status", "attempts"], step=text, title=maybe, agency=text, layer=count,
+                status=text, attempts=count, retrying={"type": "boolean"})),
+                edges=_array(_object(["from", "to"], **{"from": text, "to": text}))),
+            dead_letters=_array(dead_letter)),
         "OpsSearchResult": _object([*summary, "matched"], **summary, matched=text),
         "OpsSearch": _object(["query", "kind", "results"], query=text, kind={"enum": ["nik", "text", None]},
                              results=_array(_ref("OpsSearchResult"))),
         "AgencyHealth": _object(
-            ["id", "name", "adapter", "calls", "circuit", "latency"], id=text, name=text, adapter=text,
+            ["id", "name", "adapter", "calls", "circuit", "latency", "success_level"], id=text, name=text, adapter=text,
+            success_level={"enum": ["ok", "warn", "alert", "none"], "description": "the success rate against "
+                           "SATUPINTU_OPS_SUCCESS_WARN_PCT and _ALERT_PCT; none without calls"},
             decisions=text, calls=count, successes=count, failures=count, success_rate=maybe_number,
             p50_ms=maybe_number, p95_ms=maybe_number, queue_depth={"type": ["integer", "null"]},
             consumers={"type": ["integer", "null"]}, open_requests=count, dead_letters=count, circuit=text,
             latency=_array(_object(["minute", "calls"], minute=text, calls=count, p50_ms=maybe_number,
                                    p95_ms=maybe_number))),
-        "DeadLetter": _object(["id", "request_id", "application_id", "agency", "reason", "attempts", "created_at"],
+        "DeadLetter": _object(["id", "request_id", "application_id", "agency", "reason", "attempts", "kind",
+                               "what_happened", "created_at"],
                               id={"type": "integer"}, request_id=text, application_id=maybe, agency=text,
-                              reason=text, attempts=count, step=maybe, created_at=text, replayed_at=maybe),
+                              reason=text, attempts=count, step=maybe, created_at=text, replayed_at=maybe,
+                              kind={"type": "string", "description": "the message: send, cancel, poll, ..."},
+                              what_happened={"type": "string", "description": "one sentence for an operator"}),
+        "BulkReplay": {**_object(
+            ["dry_run"], dry_run={"type": "boolean"},
+            would_replay=count, by_agency={"type": "object", "additionalProperties": count}, ids=_array(count),
+            by=text, why=text, rate={"type": "number"}, counts={"type": "object", "additionalProperties": count},
+            results=_array(_object(["id", "result"], id=count, request_id=maybe, application_id=maybe, agency=maybe,
+                                   result={"enum": ["queued", "closed", "already replayed", "went through",
+                                                    "retrying", "deferred", "failed again", "unconfirmed"]},
+                                   status=maybe, detail=maybe))),
+            "description": "a dry run: would_replay, by_agency, ids; a replay: by, why, rate, counts and each "
+                           "message's result as its history shows it"},
         "Queues": _object(["broker_ok", "queues"], broker_ok={"type": "boolean"}, detail=text,
                           queues=_array(_object(["name", "kind"], name=text, kind=text, agency=maybe,
                                                 messages={"type": ["integer", "null"]},
@@ -291,7 +300,7 @@ def _ops_paths() -> dict[str, Any]:
                         _query("before", _text(), "the last id of the page before"), _limit(200)))},
         "/ops/api/applications/{app_id}": {"get": _operation(
             "ops_get_application", "ops", "One application with its timeline (personal data masked)",
-            {"200": _json({"type": "object"})}, problems=(404,), parameters=(APP_ID,))},
+            {"200": _json(_ref("OpsApplicationDetail"))}, problems=(404,), parameters=(APP_ID,))},
         "/ops/api/agencies": {"get": _operation("ops_list_agencies", "ops", "Per-agency health",
                                                 {"200": _json(_items(_ref("AgencyHealth")))})},
         "/ops/api/queues": {"get": _operation("ops_list_queues", "ops", "Queue depths",
@@ -304,7 +313,7 @@ def _ops_paths() -> dict[str, Any]:
         "/ops/api/dead-letters/replay": {"post": _operation(
             "ops_replay_dead_letters", "ops",
             "Replay the dead letters a filter picks: a dry run with counts unless dry_run is false",
-            {"200": _json({"type": "object", "required": ["dry_run"], "properties": {"dry_run": {"type": "boolean"}}})},
+            {"200": _json(_ref("BulkReplay"))},
             problems=(422,),
             body={"required": False, "content": {"application/json": {"schema": {
                 "type": "object",

@@ -5,8 +5,10 @@ pages out, and says what the server really answers."""
 from __future__ import annotations
 
 import re
+import uuid
 
 import pytest
+from jsonschema import Draft202012Validator
 from openapi_spec_validator import validate
 
 METHODS = ("get", "put", "post", "delete", "patch")
@@ -122,3 +124,65 @@ def test_an_ops_limit_outside_what_the_document_allows_is_a_400_naming_limit(cli
         assert "limit" in answer.get_json()["detail"]
     for limit in (1, most):
         assert client.get(f"{path}?limit={limit}&q=x", headers=auth).status_code == 200
+
+
+# --- what the document says about answers and input, held against the server ------------
+
+def _answer_schema(document: dict, path: str, method: str = "get") -> Draft202012Validator:
+    schema = document["paths"][path][method]["responses"]["200"]["content"]["application/json"]["schema"]
+    return Draft202012Validator({**schema, "components": document["components"]})
+
+
+def test_the_ops_answers_carry_every_field_the_document_requires(client, document, submitted, example, auth,
+                                                                  engine, catalog, make_key):
+    from gateway.tracker import apply_event, record_dead_letter
+    retrying = next(r for r in submitted["requests"] if r["status"] == "queued")
+    failing = client.post("/v1/applications", json=example, headers={**auth, "Idempotency-Key": "other"}).get_json()
+    dead = next(r for r in failing["requests"] if r["status"] == "queued")
+    with engine.begin() as conn:
+        apply_event(conn, catalog, {
+            "event_id": uuid.uuid4().hex, "type": "retry", "request_id": retrying["request_id"],
+            "application_id": submitted["id"], "service": submitted["service"], "step": retrying["step"],
+            "agency": retrying["agency"], "status": None, "attempt": 1, "reference": None, "reason": "HTTP 503",
+            "output": None, "detail": {"reason": "HTTP 503", "next_attempt": 2, "delay_seconds": 30},
+            "occurred_at": None})
+        body = {"message_id": uuid.uuid4().hex, "kind": "send", "request_id": dead["request_id"],
+                "application_id": failing["id"], "service": failing["service"], "step": dead["step"],
+                "agency": dead["agency"], "operation": "op", "payload": {}}
+        record_dead_letter(conn, catalog, body, {"x-attempt": 3, "x-last-error": "HTTP 503"}, body["message_id"])
+    ops = {"Authorization": f"Bearer {make_key('ops')}", "Origin": "http://localhost"}
+
+    def answer(path: str, url: str, method: str = "get") -> dict:
+        response = client.open(url, method=method.upper(), headers=ops)
+        assert response.status_code == 200, response.get_data(as_text=True)
+        doc = response.get_json()
+        errors = [f"{'/'.join(map(str, e.absolute_path))}: {e.message}"
+                  for e in _answer_schema(document, path, method).iter_errors(doc)]
+        assert not errors, (url, errors)
+        return doc
+
+    listed = answer("/ops/api/applications", "/ops/api/applications")
+    assert any(step["retry"] for item in listed["items"] for step in item["steps"])
+    detail = answer("/ops/api/applications/{app_id}", f"/ops/api/applications/{submitted['id']}")
+    assert any(r["retry"] and r["retry"]["next_attempt"] == 2 for r in detail["requests"])
+    assert answer("/ops/api/applications/{app_id}", f"/ops/api/applications/{failing['id']}")["dead_letters"]
+    letters = answer("/ops/api/dead-letters", "/ops/api/dead-letters")["items"]
+    assert letters and all(d["what_happened"] and d["kind"] == "send" for d in letters)
+    assert all(a["success_level"] for a in answer("/ops/api/agencies", "/ops/api/agencies")["items"])
+    assert answer("/ops/api/dead-letters/replay", "/ops/api/dead-letters/replay", "post")["would_replay"] == 1
+
+
+def test_the_submission_patterns_refuse_exactly_what_the_gateway_refuses(document):
+    from core.domain.text import text_problem
+    data = document["components"]["schemas"]["Data_business_startup"]
+    company = data["properties"]["company"]["properties"]
+    street, name = company["address"]["properties"]["street"]["pattern"], company["name"]["pattern"]
+    reference = document["components"]["schemas"]["Submission"]["properties"]["reference"]["pattern"]
+    nik_rules = [rule["pattern"] for rule in data["properties"]["applicant"]["properties"]["nik"]["allOf"]]
+    assert nik_rules == [street]  # beside its own digits-only pattern
+    assert reference == name
+    for pattern, name_like in ((re.compile(street), False), (re.compile(name), True)):
+        for code in range(0x110000):
+            char = chr(code)
+            assert (pattern.search(char) is None) == (text_problem(char, name_like=name_like) is not None), \
+                f"U+{code:04X} ({'name' if name_like else 'text'})"
