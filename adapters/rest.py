@@ -35,7 +35,7 @@ from .answers import RESPONSE_SCHEMA, map_answer, response_problems
 from .auth import auth_problems, requests_auth
 from .base import Adapter, AgencyRequest, Outcome, OutcomeKind
 from .egress import policy_for_agency
-from .transport import DEFAULT_MAX_ANSWER_BYTES, agency_error, agency_session
+from .transport import DEFAULT_MAX_ANSWER_BYTES, AgencySession, agency_error, agency_session
 
 BODY_METHODS = frozenset({"POST", "PUT", "PATCH"})
 SUB_OPERATIONS = {"poll": "GET", "cancel": "DELETE", "lookup": "GET"}
@@ -146,7 +146,7 @@ class RestAdapter(Adapter):
         self._xroad = xroad_protocol.XRoad.from_agency(agency)
         self._policy = policy_for_agency(agency, self.settings)
         self._timeout = (agency.connect_timeout, agency.read_timeout)
-        self._session: requests.Session | None = None
+        self._session: AgencySession | None = None
         self._lock = threading.Lock()
 
     # -- the operations ---------------------------------------------------------------
@@ -215,7 +215,7 @@ class RestAdapter(Adapter):
         parent = self._operation(request)
         return {**sub, "service_code": sub.get("service_code") or parent.get("service_code") or request.operation}
 
-    def session(self) -> requests.Session:
+    def session(self) -> AgencySession:
         """The agency's one session, built on first use (headers, auth, TLS, connection pools)."""
         session = self._session
         if session is not None:
@@ -258,7 +258,7 @@ class RestAdapter(Adapter):
             if "content-type" not in self._static_headers:
                 headers["Content-Type"] = "application/json"
         try:
-            reply = session.request(method, url, data=body, headers=headers, timeout=self._timeout)
+            reply = session.call(method, url, data=body, headers=headers, timeout=self._timeout)
         except (requests.RequestException, ValueError) as exc:
             raise agency_error(exc, agency=agency.id, request_id=request.request_id, where=_where(method, url),
                                timeout=self._timeout) from exc

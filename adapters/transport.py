@@ -39,6 +39,7 @@ from requests.exceptions import (
     SSLError,
     TooManyRedirects,
 )
+from requests.structures import CaseInsensitiveDict
 from urllib3.exceptions import HTTPError as Urllib3Error
 from urllib3.exceptions import ReadTimeoutError
 
@@ -220,6 +221,17 @@ class AgencySession(requests.Session):
     def request(self, method: str | bytes, url: str | bytes, *args: Any, **kwargs: Any) -> requests.Response:  # type: ignore[override]
         kwargs["allow_redirects"] = False
         return super().request(method, url, *args, **kwargs)
+
+    def call(self, method: str, url: str, *, headers: dict[str, str], data: bytes | None,
+             timeout: tuple[float, float]) -> requests.Response:
+        """One agency call, as ``request()`` does it but without ``Session.prepare_request``'s
+        generic merging of cookies, params and hooks this session never has (a third of a
+        call's CPU): the session's headers and auth go on a ``requests.Request``, prepared and
+        sent through the public ``Session.send``."""
+        merged = CaseInsensitiveDict(self.headers)
+        merged.update(headers)
+        prepared = requests.Request(method, url, headers=merged, data=data, auth=self.auth).prepare()
+        return self.send(prepared, timeout=timeout, allow_redirects=False)
 
 
 def guard_session(session: requests.Session, policy: EgressPolicy, **adapter_kwargs: Any) -> requests.Session:
