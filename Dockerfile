@@ -26,8 +26,9 @@ WORKDIR /app
 COPY config config
 COPY examples examples
 COPY gunicorn.conf.py gunicorn.conf.py
-# var/: the SQLite store of a one-container try-out and the circuit breakers' shared state.
-RUN mkdir -p /app/var/state && chown -R satupintu:satupintu /app/var
+# var/: the SQLite store of a one-container try-out, the circuit breakers' shared state and
+# the document folder (made here, so a volume mounted on it belongs to the user below).
+RUN mkdir -p /app/var/state /app/var/documents && chown -R satupintu:satupintu /app/var
 USER satupintu
 ENV SATUPINTU_CONFIG=/app/config \
     SATUPINTU_BIND=0.0.0.0:8080 \
