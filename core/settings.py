@@ -62,6 +62,17 @@ class Settings:
     # gunicorn worker processes and threads per process.
     web_workers: int = 2
     web_threads: int = 8
+    # The longest a client may pause while sending a request (between two reads of its
+    # head or body), in seconds; then the connection is closed and its thread freed. A bound
+    # per pause, not on the whole head: the reverse proxy bounds that (docs/deployment.md).
+    web_read_timeout: float = 1.0
+    # Server-sent event streams (GET /v1/applications/{id}/events) each hold a thread: at
+    # most this many per gateway process, never more than half its threads, and this many
+    # per client in a process (429 with Retry-After beyond); each lasts at most
+    # events_max_seconds (the client resumes with Last-Event-ID).
+    events_streams: int = 4
+    events_streams_per_client: int = 2
+    events_max_seconds: float = 300.0
     # Largest request body the gateway reads (413 beyond).
     max_body_bytes: int = 1_048_576
     # Per-client rate limit, shared by every gateway process through the store (a token
@@ -152,6 +163,12 @@ class Settings:
             bind=text("SATUPINTU_BIND", d.bind),
             web_workers=_number(env, "SATUPINTU_WEB_WORKERS", d.web_workers, least=1, most=64, kind=int),
             web_threads=_number(env, "SATUPINTU_WEB_THREADS", d.web_threads, least=1, most=256, kind=int),
+            web_read_timeout=_number(env, "SATUPINTU_WEB_READ_TIMEOUT", d.web_read_timeout, most=3600),
+            events_streams=_number(env, "SATUPINTU_EVENTS_STREAMS", d.events_streams, most=1024, kind=int),
+            events_streams_per_client=_number(env, "SATUPINTU_EVENTS_STREAMS_PER_CLIENT",
+                                              d.events_streams_per_client, most=1024, kind=int),
+            events_max_seconds=_number(env, "SATUPINTU_EVENTS_MAX_SECONDS", d.events_max_seconds, least=1,
+                                       most=3600),
             max_body_bytes=_number(env, "SATUPINTU_MAX_BODY_BYTES", d.max_body_bytes, least=1024,
                                    most=1 << 31, kind=int),
             **_rate_limit(env.get("SATUPINTU_RATE_LIMIT"), d),

@@ -2,19 +2,24 @@
 
 ``satupintu serve`` runs them through gunicorn's public ``BaseApplication``;
 ``gunicorn -c gunicorn.conf.py 'gateway.api:create_app()'`` (docker-compose.yml) reads the
-same ``options()``.  The worker class is gunicorn's stock ``gthread``: threads serve slow
-clients and server-sent event streams without blocking a process.  Everything that is not
-stock is a gunicorn config hook (the public seam): JSON logs, the workers' Prometheus
-files, ``gc.freeze()`` once the app is loaded, and a ``SATUPINTU_URL=...`` line once the
-gateway listens, so that a gateway bound to port 0 says which port it got.
+same ``options()``.  The worker class is gunicorn's stock ``gthread``: a request holds a
+thread while it is read and answered (an idle kept-alive connection does not).  Everything
+that is not stock is a gunicorn config hook (the public seam): JSON logs, the workers'
+Prometheus files, ``gc.freeze()`` once the app is loaded, a read timeout on the listening
+sockets (a client that stops sending in the middle of a request gives its thread back),
+and a ``SATUPINTU_URL=...`` line once the gateway listens, so that a gateway bound to port
+0 says which port it got.  Event streams are rationed in gateway/api/events.py.
 """
 
 from __future__ import annotations
 
 import atexit
+import functools
 import gc
 import os
 import shutil
+import socket
+import struct
 import sys
 import tempfile
 from pathlib import Path
@@ -45,7 +50,7 @@ def options(settings: Settings) -> dict[str, Any]:
         "worker_tmp_dir": "/dev/shm" if os.path.isdir("/dev/shm") else None,
         "on_starting": on_starting,
         "when_ready": when_ready,
-        "post_worker_init": post_worker_init,
+        "post_worker_init": functools.partial(post_worker_init, read_timeout=settings.web_read_timeout),
         "child_exit": child_exit,
     }
 
@@ -77,10 +82,24 @@ def when_ready(server: Any) -> None:
         print(f"SATUPINTU_URL={listener}", file=sys.stderr, flush=True)
 
 
-def post_worker_init(_worker: Any) -> None:
-    """What the app built at start-up lives as long as the process: kept out of the
+def post_worker_init(worker: Any, *, read_timeout: float = 0) -> None:
+    """In each worker, before it accepts: the read timeout, and ``gc.freeze()``.
+
+    gthread reads a request's head and body from a blocking socket with no time bound, so
+    a client that sends a header line every few seconds (slowloris) keeps a thread for as
+    long as it likes.  ``SO_RCVTIMEO`` on the listening socket is inherited by every socket
+    accepted from it (Linux): a read that waits longer than ``read_timeout`` fails, gunicorn
+    closes the connection and the thread is free.  It bounds each pause, not the whole
+    head; the reverse proxy bounds that (docs/deployment.md).
+
+    What the app built at start-up lives as long as the process: kept out of the
     collector's reach, a full collection no longer walks it (one took ~50 ms, every request
     of the process waiting, under ``bench submit``)."""
+    if read_timeout > 0:
+        seconds, fraction = divmod(read_timeout, 1)
+        timeval = struct.pack("ll", int(seconds), int(fraction * 1_000_000))
+        for listener in worker.sockets:
+            listener.setsockopt(socket.SOL_SOCKET, socket.SO_RCVTIMEO, timeval)
     gc.freeze()
 
 

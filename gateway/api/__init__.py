@@ -13,7 +13,7 @@ from core.settings import Settings
 from ..catalog import load_catalog
 from ..store import make_engine
 from ..store.migrations import require_current
-from . import applications, callbacks, documents, health, metrics, openapi, problems, services
+from . import applications, callbacks, documents, events, health, metrics, openapi, problems, services
 from .context import Context
 
 
@@ -30,7 +30,7 @@ def create_app(settings: Settings | None = None, *, catalog: Catalog | None = No
     app.json.sort_keys = False
     app.extensions["satupintu"] = Context(settings=settings, catalog=catalog, engine=engine)
     problems.install(app)
-    for module in (applications, services, documents, callbacks, health, metrics, openapi):
+    for module in (applications, events, services, documents, callbacks, health, metrics, openapi):
         app.register_blueprint(module.bp)
     try:
         from ..ops import views as ops_views

@@ -1,4 +1,4 @@
-"""/v1/applications: submit, read, list, history, live events, cancel."""
+"""/v1/applications: submit, read, list, history, cancel (live events: events.py)."""
 
 from __future__ import annotations
 
@@ -6,10 +6,9 @@ import base64
 import datetime as dt
 import json
 import re
-import time
 from typing import Any
 
-from flask import Blueprint, Request, Response, current_app, g, request, stream_with_context
+from flask import Blueprint, Request, Response, current_app, g, request
 
 from core import masking
 from core.domain.status import ApplicationStatus
@@ -254,53 +253,6 @@ def history(app_id: str) -> Response:
     with c.engine.connect().execution_options(readonly=True) as conn:
         app = _owned(conn, app_id)
         return _json({"application_id": app_id, "events": _redacted(records.history(conn, app_id), app)})
-
-
-@bp.get("/applications/<app_id>/events")
-@require("read")
-def events(app_id: str) -> Response:
-    """Server-sent events: every event of the application, live; resumable with Last-Event-ID."""
-    c = ctx()
-    with c.engine.connect().execution_options(readonly=True) as conn:
-        app = _owned(conn, app_id)
-    try:
-        last = int(request.headers.get("Last-Event-ID") or request.args.get("last_event_id") or 0)
-    except ValueError:
-        raise Problem(400, "Bad Request", "Last-Event-ID (or last_event_id) must be an event id",
-                      type=TYPES + "malformed") from None
-    try:
-        max_seconds = float(request.args.get("timeout", 300) or 300)
-    except ValueError:
-        raise Problem(400, "Bad Request", "timeout must be a number of seconds", type=TYPES + "malformed") from None
-    if not 0 <= max_seconds <= 3600:  # also refuses NaN
-        raise Problem(400, "Bad Request", "timeout must be between 0 and 3600 seconds", type=TYPES + "malformed")
-
-    def stream():
-        nonlocal last
-        deadline = time.monotonic() + max_seconds
-        idle = 0.0
-        while time.monotonic() < deadline:
-            with c.engine.connect().execution_options(readonly=True) as conn:
-                new = records.history(conn, app_id, after_id=last)
-                status = records.application_row(conn, app_id).status
-            for event in _redacted(new, app):
-                last = event["id"]
-                yield f"id: {event['id']}\nevent: {event['type']}\ndata: {json.dumps(event)}\n\n"
-            if new:
-                idle = 0.0
-            if ApplicationStatus(status).terminal and not new:
-                yield "event: end\ndata: {}\n\n"
-                return
-            time.sleep(0.25)
-            idle += 0.25
-            if idle >= 15:
-                idle = 0.0
-                yield ": keep-alive\n\n"
-
-    response = Response(stream_with_context(stream()), mimetype="text/event-stream")
-    response.headers["Cache-Control"] = "no-cache"
-    response.headers["X-Accel-Buffering"] = "no"
-    return response
 
 
 @bp.post("/applications/<app_id>/cancel")
