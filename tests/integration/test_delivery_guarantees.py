@@ -227,8 +227,18 @@ def test_only_calls_still_running_after_announce_after_publish_a_sent_event(
             by_step.setdefault(e.step, []).append(e)
     # The slow call: announced, then its outcome; the others (answered at once): the outcome only.
     assert [(e.type, e.status) for e in by_step["company"]] == [("attempt", "sent"), ("outcome", "approved")]
-    assert {step: [e.type for e in evs] for step, evs in by_step.items() if step != "company"} == {
-        "tax": ["outcome"], "permit": ["outcome"], "social": ["outcome"]}
+    # The others: never announced when they answered well within announce_after (on a loaded
+    # machine a call the sandbox answers at once can still take longer, and then may be).
+    assert set(by_step) == {"company", "tax", "permit", "social"}
+    for step, evs in by_step.items():
+        outcome = evs[-1]
+        assert outcome.type == "outcome", (step, evs)
+        announced = [e.type for e in evs[:-1]] == ["attempt"]
+        assert announced or len(evs) == 1, (step, [e.type for e in evs])
+        if outcome.detail["duration_ms"] < 250:  # well under announce_after (0.5 s): never announced
+            assert not announced, (step, outcome.detail["duration_ms"])
+    assert any(len(evs) == 1 for step, evs in by_step.items() if step != "company"), \
+        "no call was quick enough to go unannounced"
     company_outcome = by_step["company"][-1]
     assert company_outcome.detail["duration_ms"] >= 1500
     assert company_outcome.detail["started_at"] == by_step["company"][0].detail["started_at"]
