@@ -11,6 +11,10 @@ from spyne.server.wsgi import WsgiApplication
 
 from .agency import Agency
 
+# The WSGI environ key under which the desk leaves a request's X-Road `id` header: behind
+# X-Road the request id travels there, not in the body.
+XROAD_ID = "satupintu.sandbox.xroad_id"
+
 HTTP_503 = "503 Service Unavailable"
 
 

@@ -17,6 +17,7 @@ from lxml import etree
 from .agency import Agency
 from .auth import safe_parser
 from .front_desk import SOAP_ENV, read_body, soap_fault
+from .soap_common import XROAD_ID
 
 XROAD_NS = "http://x-road.eu/xsd/xroad.xsd"
 PLACEHOLDER = "SANDBOX-ENTITY-PLACEHOLDER"
@@ -49,6 +50,8 @@ class SoapDesk:
             return soap_fault("Client", "DTDs are not accepted")(
                 environ, start_response
             )
+        # Behind X-Road the request id travels in the `id` header, not in the body.
+        environ[XROAD_ID] = xroad_id(body)
         captured: dict[str, Any] = {}
 
         def capture(status: str, headers: list, exc_info: Any = None) -> Callable:
@@ -71,6 +74,16 @@ class SoapDesk:
         headers.append(("Content-Length", str(len(answer))))
         start_response(captured["status"], headers)
         return [answer]
+
+
+def xroad_id(request: bytes) -> str | None:
+    """The X-Road ``id`` header of a request, or None."""
+    try:
+        root = etree.fromstring(request, safe_parser())
+    except etree.XMLSyntaxError:
+        return None
+    found = root.find(f"{{{SOAP_ENV}}}Header/{{{XROAD_NS}}}id")
+    return found.text if found is not None else None
 
 
 def echo_xroad_headers(request: bytes, answer: bytes) -> bytes:

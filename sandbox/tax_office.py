@@ -7,7 +7,7 @@ from typing import Any
 from spyne import ComplexModel, Integer, ServiceBase, Unicode, rpc
 
 from .agency import Agency
-from .soap_common import file_once, require, stored_answer, wsgi_app
+from .soap_common import XROAD_ID, file_once, require, stored_answer, wsgi_app
 
 AGENCY_ID = "tax-office"
 TNS = "urn:satupintu:sandbox:tax"
@@ -30,6 +30,7 @@ def create_app(agency: Agency):
     class TaxOfficeService(ServiceBase):
         @rpc(Unicode, Unicode, Unicode, Unicode, Unicode, _returns=TaxpayerResult)
         def RegisterTaxpayer(ctx, request_id, company_number, nik, name, address):
+            request_id = request_id or ctx.transport.req_env.get(XROAD_ID)
             require(request_id=request_id, company_number=company_number)
 
             def register() -> dict[str, Any]:
