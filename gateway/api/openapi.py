@@ -256,7 +256,9 @@ def _v1_paths(catalog: Catalog) -> dict[str, Any]:
                                  "schema": {"type": "string", "pattern": "^[0-9]*$"}},
                         _query("last_event_id", {"type": "integer"}),
                         _query("timeout", {"type": "number", "minimum": 0, "maximum": 3600},
-                               "seconds the stream stays open")))},
+                               "seconds the stream stays open, at most SATUPINTU_EVENTS_MAX_SECONDS (300 by "
+                               "default); 429 with Retry-After when the client or the gateway has all the "
+                               "streams it may have open")))},
         "/v1/applications/{app_id}/cancel": {"post": _operation(
             "cancel_application", "applications", "Cancel what has not been decided",
             {"202": _json(_ref("Application"), "Accepted")}, problems=(404, 409), parameters=(APP_ID,))},
