@@ -1,9 +1,11 @@
 """SQLite only: one writer at a time, woken in turn; WAL checkpoints off the commit path; and
 group commit, the inserts of submissions that arrive together in one write transaction.
 
-Everything here executes through SQLAlchemy's ``Connection`` (``exec_driver_sql`` for the
-transaction's own ``BEGIN``/``COMMIT``, as SQLAlchemy's pysqlite recipe does); PostgreSQL
-needs none of it.
+Statements execute through SQLAlchemy's ``Connection``; the transaction's own ``BEGIN`` and
+``COMMIT`` (SQLAlchemy's pysqlite recipe: the driver's implicit transactions are off) go
+straight to the DBAPI connection (``Connection.connection.dbapi_connection``), as
+SQLAlchemy's ``do_begin``/``do_commit`` do, rather than through ``exec_driver_sql``'s result
+machinery: two of a submission's seven executions.  PostgreSQL needs none of it.
 """
 
 from __future__ import annotations
@@ -51,15 +53,15 @@ def configure(engine: Engine, database: str | None) -> None:
     @event.listens_for(engine, "begin")
     def _on_begin(conn):
         if conn.get_execution_options().get("readonly"):
-            conn.exec_driver_sql("BEGIN")
+            _driver(conn, "BEGIN")
             return
         if writers is None:
-            conn.exec_driver_sql("BEGIN IMMEDIATE")
+            _driver(conn, "BEGIN IMMEDIATE")
             return
         writers.acquire()
         conn.info["satupintu_writer"] = True
         try:
-            conn.exec_driver_sql("BEGIN IMMEDIATE")
+            _driver(conn, "BEGIN IMMEDIATE")
         except BaseException:
             # Nothing rolls back (and so releases) a transaction that never began.
             conn.info.pop("satupintu_writer", None)
@@ -76,7 +78,7 @@ def configure(engine: Engine, database: str | None) -> None:
     def _on_commit(conn):
         if conn.info.pop("satupintu_writer", False):
             try:
-                conn.exec_driver_sql("COMMIT")
+                _driver(conn, "COMMIT")
             finally:
                 checkpoint = writers.committed()
                 writers.release()
@@ -93,6 +95,16 @@ def configure(engine: Engine, database: str | None) -> None:
                 pass
             finally:
                 writers.release()
+
+
+def _driver(conn: Connection, statement: str) -> None:
+    """``BEGIN ...`` or ``COMMIT`` on the DBAPI connection under ``conn``; a driver error leaves
+    as SQLAlchemy's (``OperationalError`` ...), as it would from ``exec_driver_sql``, since
+    SQLAlchemy does not translate what its events raise."""
+    try:
+        conn.connection.dbapi_connection.execute(statement).close()
+    except sqlite3.Error as error:
+        raise exc.DBAPIError.instance(statement, None, error, sqlite3.Error) from error
 
 
 class WriterQueue:
