@@ -82,9 +82,11 @@ def submit(engine: Engine, catalog: Catalog, client: Client, body: dict[str, Any
     errors += text_problems(body["data"], "/data")
     if isinstance(body.get("reference"), str):
         errors += text_problems(body["reference"], "/reference", name_like=True)
-    with engine.connect().execution_options(readonly=True) as conn:
-        errors += document_problems(conn, service, client.id, body.get("documents"))
-        documents = {} if errors else submitted_detail(conn, client.id, body.get("documents"))
+    documents: dict[str, Any] = {}
+    if body.get("documents") is not None or service.documents:  # else nothing to read: no connection
+        with engine.connect().execution_options(readonly=True) as conn:
+            errors += document_problems(conn, service, client.id, body.get("documents"))
+            documents = {} if errors else submitted_detail(conn, client.id, body.get("documents"))
     if errors:
         raise ValidationFailed(errors)
     new = _NewApplication(service, client, body, idempotency_key, body_hash(body), catalog.calendar, documents)
