@@ -13,7 +13,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from waitress import create_server, wasyncore
+from waitress import create_server
 from waitress.channel import HTTPChannel
 
 SERVER_HEADER = "satupintu-sandbox"
@@ -81,4 +81,9 @@ def _close_all(socket_map: dict[int, Any]) -> None:
             if dispatcher.writable() and not dispatcher.requests:
                 dispatcher.handle_write()  # an answer finished just before the stop: send it
             dispatcher.handle_close()  # also wakes a straggling task that waits to write
-    wasyncore.close_all(socket_map, ignore_all=True)  # the listener and the trigger
+    for dispatcher in list(socket_map.values()):  # then the listener and the trigger
+        try:
+            dispatcher.close()
+        except OSError:
+            pass
+    socket_map.clear()
